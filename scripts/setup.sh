@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Set up everything library-syncer needs on a Debian machine (run as root):
+# the Debian tools it drives (OpenSSH, rsync, ...) and the Python package in ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(rsync openssh-server openssh-client iproute2 nftables curl)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    echo "setup: installing python3-venv"
+    apt-get install -y -qq python3-venv >/dev/null
+    rm -rf .venv
+    "$PY" -m venv .venv
+  fi
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 \
+  | grep -v -e "^WARNING: Location" -e "Running pip as the 'root' user" || true
+.venv/bin/python -c "import library_syncer" 
+echo "setup: ready ($(.venv/bin/library-syncer --version))"

@@ -1,0 +1,5 @@
+"""Allow ``python -m library_syncer``."""
+
+from .cli import main
+
+main()

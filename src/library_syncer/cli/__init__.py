@@ -1,0 +1,112 @@
+"""The ``library-syncer`` command line: one group, one module per subcommand.
+
+Subcommands declare the settings they accept with :func:`setting_options`;
+the flag help names the environment variable and default of each setting, and
+:func:`settings_from` merges flags, environment and ``--config`` TOML.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from .. import __version__
+from ..config import Settings, env_names, load_settings
+from ..errors import UserError
+
+# Subcommand modules, each defining a click command named ``command``.
+SUBCOMMANDS = ["manifest", "serve", "server", "keys", "sync", "client", "status", "demo"]
+
+_FLAGS_KEY = "_setting_flags"
+
+
+def setting_options(*fields: str, **renamed: str) -> Callable:
+    """Add a ``--flag`` for each setting field (``renamed`` maps field -> flag).
+
+    Every option defaults to None ("not given") so that environment, TOML and
+    model defaults apply underneath; its help shows the env var and default.
+    """
+
+    def decorate(func: Callable) -> Callable:
+        flags: dict[str, str] = {}
+        for field in reversed(list(fields) + list(renamed)):
+            info = Settings.model_fields[field]
+            flag = renamed.get(field) or "--" + field.replace("_", "-")
+            flags[field] = flag
+            default = info.default
+            default_txt = "unset" if default is None else str(default)
+            help_txt = f"{info.description}. [env: {'/'.join(env_names(field))}; default: {default_txt}]"
+            annotation = info.annotation
+            kwargs: dict[str, Any] = {"default": None, "help": help_txt}
+            if annotation is bool:
+                opt = click.option(f"{flag}/--no-{flag[2:]}", field, **kwargs)
+            else:
+                if annotation is int:
+                    kwargs["type"] = int
+                elif annotation is float:
+                    kwargs["type"] = float
+                elif annotation in (Path, Path | None):
+                    kwargs["type"] = click.Path(path_type=Path)
+                opt = click.option(flag, field, metavar=field.split("_")[-1].upper(), **kwargs)
+            func = opt(func)
+        existing = getattr(func, _FLAGS_KEY, {})
+        setattr(func, _FLAGS_KEY, {**existing, **flags})
+        return func
+
+    return decorate
+
+
+def settings_from(ctx: click.Context, values: dict[str, Any]) -> Settings:
+    """Merge the given flag values with env and the group's ``--config`` file."""
+    fields = {k: v for k, v in values.items() if k in Settings.model_fields}
+    flags = getattr(ctx.command.callback, _FLAGS_KEY, {})
+    config_file = ctx.find_root().params.get("config")
+    return load_settings(config_file, flags=flags, **fields)
+
+
+class _Group(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return SUBCOMMANDS
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in SUBCOMMANDS:
+            return None
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"{__name__}.{name}":
+                return None
+            raise
+        return module.command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except UserError as exc:
+            click.echo(f"library-syncer: error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="library-syncer")
+@click.option(
+    "--config", type=click.Path(path_type=Path, dir_okay=False), default=None, envvar="SYNCER_CONFIG",
+    help="TOML file with settings (keys are the long flag names with '_'). [env: SYNCER_CONFIG]",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
+def main(config: Path | None, verbose: bool) -> None:
+    """Sync a VMware Content Library to remote sites over rsync+SSH and publish it (VCSP).
+
+    Settings come from flags, then environment variables (the original container's
+    names), then the --config TOML file, then defaults.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )

@@ -1,0 +1,1 @@
+"""Long-running processes: scheduling (cron, jitter, retry), server and client daemons."""

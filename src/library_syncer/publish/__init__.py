@@ -1,0 +1,1 @@
+"""Publishing: staging tree -> immutable generation -> atomic switch of what is served."""

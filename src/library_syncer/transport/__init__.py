@@ -1,0 +1,1 @@
+"""rsync and ssh: command building, output and exit-code parsing, sshd configuration."""

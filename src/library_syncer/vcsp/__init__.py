@@ -1,0 +1,1 @@
+"""The VMware Content Library (VCSP) format: model, folder scan and manifest update rules."""

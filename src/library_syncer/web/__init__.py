@@ -1,0 +1,1 @@
+"""The HTTP(S) server: library files, status, API, metrics and health."""

@@ -1,0 +1,6 @@
+"""Shared fixtures. Tests import helpers from tests/support.py."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))

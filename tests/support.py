@@ -1,0 +1,72 @@
+"""Test utilities: free ports, bounded waits, required tools, running the CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond: Callable[[], object], timeout: float = 30.0, what: str = "condition", interval: float = 0.05):
+    """Poll ``cond`` until it returns a truthy value; fail the test after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_port(host: str, port: int, timeout: float = 30.0) -> None:
+    """Wait until something accepts TCP connections on host:port."""
+
+    def ok() -> bool:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    wait_until(ok, timeout, f"{host}:{port} to accept connections")
+
+
+def require_tool(name: str, package: str) -> str:
+    """Path of a required executable; a missing one fails the test loudly (never skips)."""
+    path = shutil.which(name) or (f"/usr/sbin/{name}" if os.path.exists(f"/usr/sbin/{name}") else None)
+    if not path:
+        pytest.fail(f"required tool {name!r} is missing: install the Debian package {package!r} (scripts/setup.sh does)")
+    return path
+
+
+def cli(*args: str | os.PathLike, env: dict | None = None, timeout: float = 120, input: str | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``library-syncer ARGS`` as a real subprocess; returns the completed process."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "SYNCER_", "LIBRARY_", "TLS_"))}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "library_syncer", *map(str, args)],
+        env=full_env, capture_output=True, text=True, timeout=timeout, input=input, cwd=cwd,
+    )
+
+
+def cli_popen(*args: str | os.PathLike, env: dict | None = None, **kw) -> subprocess.Popen:
+    """Start ``library-syncer ARGS`` in the background (caller terminates it)."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "SYNCER_", "LIBRARY_", "TLS_"))}
+    full_env.update(env or {})
+    return subprocess.Popen([sys.executable, "-m", "library_syncer", *map(str, args)], env=full_env, **kw)
