@@ -1,0 +1,228 @@
+"""Write or update the VCSP manifest (``lib.json``, ``items.json``, ``<item>/item.json``) of a folder.
+
+Order of writes, each one atomic (temporary file + fsync + rename): changed
+``item.json`` files, then ``items.json``, then ``lib.json``, the commit point.
+A reader that follows vCenter's order (lib.json, then items.json, then each
+item.json) never sees a half-written file, sees an ``items.json`` at least as
+new as the ``lib.json`` it read, and an ``item.json`` at least as new as its
+``items.json`` entry: same version means identical content.  Readers of a
+published generation (see :mod:`library_syncer.publish`) never see a rewrite.
+
+State (hash cache, last published documents) lives in the hidden folder
+``PATH/.library-syncer/`` unless ``state_path`` names another file; when it
+is lost or corrupt, ids, ``created``, versions and generation numbers are
+recovered from the manifest files themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote
+
+from ..errors import UserError
+from . import rules
+from .ovf import descriptors, manifests, needed_algorithms, template_problems
+from .scan import HashCache, scan_tree
+from .storage import atomic_write, fsync_dir, load_state, read_json, save_state, writer_lock
+
+log = logging.getLogger(__name__)
+
+STATE_DIRNAME = ".library-syncer"
+STATE_FILENAME = "state.json"
+MANIFEST_FILENAMES = {"lib.json", "items.json", "item.json"}
+
+
+@dataclass
+class ItemSummary:
+    """One published item: display name, folder, type, total bytes, version, changed this run."""
+
+    name: str
+    folder: str
+    type: str
+    size: int
+    version: int
+    changed: bool
+
+
+@dataclass
+class ManifestReport:
+    """Outcome of :func:`update_manifest`.
+
+    ``problems`` lists items left out of the manifest (one line each);
+    ``warnings`` lists things ignored or recovered from.
+    """
+
+    changed: bool
+    library_version: int
+    items: list[ItemSummary]
+    problems: list[str]
+    files_hashed: int
+    bytes_hashed: int
+    warnings: list[str] = field(default_factory=list)
+    files_written: int = 0
+
+
+def now_text() -> str:
+    """The current UTC time as VCSP ``created`` text (ISO 8601, milliseconds, ``Z``)."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def check_root(root: Path, *, writable: bool) -> Path:
+    """``root`` if it is an existing (writable) folder, else a one-line UserError naming it."""
+    root = Path(root)
+    if not root.exists():
+        raise UserError(f"library folder {root}: does not exist")
+    if not root.is_dir():
+        raise UserError(f"library folder {root}: is not a folder")
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise UserError(f"library folder {root}: is not readable")
+    if writable and (not os.access(root, os.W_OK) or os.statvfs(root).f_flag & os.ST_RDONLY):
+        raise UserError(f"library folder {root}: is not writable")
+    return root
+
+
+def default_state_path(root: Path) -> Path:
+    """Where the state file of the library at ``root`` lives by default."""
+    return Path(root) / STATE_DIRNAME / STATE_FILENAME
+
+
+def _published_folders(items: Any) -> list[str] | None:
+    if not isinstance(items, dict) or not isinstance(items.get("items"), list):
+        return None
+    folders = []
+    for entry in items["items"]:
+        href = entry.get("selfHref") if isinstance(entry, dict) else None
+        if isinstance(href, str) and href.endswith("/item.json"):
+            folders.append(unquote(href[: -len("/item.json")], errors="surrogateescape"))
+    return folders
+
+
+def _write_if_different(path: Path, data: bytes) -> bool:
+    try:
+        if path.read_bytes() == data:
+            return False
+    except OSError:
+        pass
+    atomic_write(path, data)
+    return True
+
+
+def update_manifest(
+    root: Path, name: str, *, state_path: Path | None = None, lock_timeout: float = 60.0
+) -> ManifestReport:
+    """Bring the manifest of the library folder ``root`` up to date; see the module docstring.
+
+    Raises UserError (exit 2) for a bad folder or name, OperationFailed when a
+    write fails (the previous manifest stays intact) or another writer holds the lock.
+    """
+    root = check_root(root, writable=True)
+    if not name or not name.strip():
+        raise UserError("library name: must not be empty")
+    state_file = Path(state_path) if state_path is not None else default_state_path(root)
+    with writer_lock(state_file.with_name(state_file.name + ".lock"), lock_timeout):
+        return _update(root, name, state_file)
+
+
+def _update(root: Path, name: str, state_file: Path) -> ManifestReport:
+    now = now_text()
+    state, state_warning = load_state(state_file)
+    warnings = [state_warning] if state_warning else []
+    prev_lib = state.get("library") if isinstance(state.get("library"), dict) else read_json(root / "lib.json")
+    prev_published = state.get("published")
+    if not isinstance(prev_published, list):
+        prev_published = _published_folders(read_json(root / "items.json")) or []
+    library_id = rules.library_id_of(prev_lib) or rules.new_id()
+
+    scan = scan_tree(root)
+    warnings += scan.warnings
+    cache = HashCache(state.get("hashes"))
+    names = rules.display_names(list(scan.items) + list(scan.errors))
+    problems: list[str] = []
+    kept: dict[str, Any] = {}  # state records of every item folder still present
+    plans: list[rules.ItemPlan] = []
+    summaries: list[ItemSummary] = []
+
+    for folder in sorted(set(scan.items) | set(scan.errors)):
+        prev = state["items"].get(folder)
+        if not isinstance(prev, dict):
+            prev = read_json(root / folder / "item.json")
+        if isinstance(prev, dict):
+            kept[folder] = prev
+        if folder in scan.errors:
+            problems.append(f"item {folder}: {scan.errors[folder]}; left out")
+            continue
+        files = scan.items[folder]
+        if not files:
+            warnings.append(f"item {folder}: no files; left out")
+            continue
+        paths = {f.path for f in files}
+        by_path = {f.path: f for f in files}
+        ovf_refs = {p: cache.ovf_references(f"{folder}/{p}", by_path[p])
+                    for p in descriptors(sorted(paths)) if p.lower().endswith(".ovf")}
+        mf_entries = {p: cache.mf_entries(f"{folder}/{p}", by_path[p]) for p in manifests(sorted(paths))}
+        needed = needed_algorithms(paths, mf_entries)
+        try:
+            digests = {f.path: cache.digests(f"{folder}/{f.path}", f, needed.get(f.path, set())) for f in files}
+        except OSError as exc:
+            problems.append(f"item {folder}: cannot read {exc.filename}: {exc.strerror}; left out")
+            continue
+        bad = template_problems(paths, ovf_refs, mf_entries, digests)
+        if bad:
+            problems += [f"item {folder}: {p}; left out" for p in bad]
+            continue
+        scanned = [rules.ScannedFile(f.path, f.size, digests[f.path]["md5"]) for f in files]
+        plan = rules.plan_item(folder=folder, name=names[folder], files=scanned, prev=prev,
+                               library_id=library_id, now=now)
+        plans.append(plan)
+        kept[folder] = plan.doc
+        summaries.append(ItemSummary(
+            name=plan.doc["name"], folder=folder, type=plan.doc["type"], size=sum(f.size for f in files),
+            version=int(plan.doc["version"]), changed=plan.changed,
+        ))
+    warnings += cache.warnings
+
+    published = [p.folder for p in plans]
+    any_changed = any(p.changed for p in plans) or sorted(published) != sorted(prev_published)
+    lib, lib_changed = rules.plan_library(prev=prev_lib, library_id=library_id, name=name,
+                                          any_item_changed=any_changed, now=now)
+
+    written = 0
+    for plan in plans:
+        if _write_if_different(root / plan.folder / "item.json", rules.dumps(plan.doc)):
+            written += 1
+            fsync_dir(root / plan.folder)
+    if _write_if_different(root / "items.json", rules.dumps(rules.items_doc(p.doc for p in plans))):
+        written += 1
+        fsync_dir(root)
+    if _write_if_different(root / "lib.json", rules.dumps(lib)):
+        written += 1
+        fsync_dir(root)
+
+    new_state = {"format": state.get("format", 1), "library": lib, "items": kept,
+                 "published": published, "hashes": cache.saved()}
+    if new_state != state:
+        try:
+            save_state(state_file, new_state)
+        except (UserError, OSError) as exc:
+            warnings.append(f"state file {state_file}: not saved ({exc}); the next run reads every file again")
+    for line in warnings:
+        log.warning("%s", line)
+    for line in problems:
+        log.error("%s", line)
+    return ManifestReport(
+        changed=lib_changed, library_version=int(lib["version"]), items=summaries, problems=problems,
+        files_hashed=cache.files_hashed, bytes_hashed=cache.bytes_hashed, warnings=warnings,
+        files_written=written,
+    )
+
+
+def check_manifest(root: Path) -> list[str]:
+    """Every problem of the manifest of ``root`` against the folder's content (empty when OK)."""
+    from .check import check_manifest as _check
+
+    return _check(check_root(root, writable=False))
