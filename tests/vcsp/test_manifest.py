@@ -12,7 +12,6 @@ import pytest
 
 from library_syncer.errors import OperationFailed, UserError
 from library_syncer.vcsp import STATE_DIRNAME, check_manifest, update_manifest
-from library_syncer.vcsp.scan import HashCache
 
 from .helpers import OLD, load, mtimes, put, template
 
@@ -346,4 +345,3 @@ def test_recently_modified_files_are_read_again(tmp_path: Path):
     os.utime(root / "i" / "fresh.iso", (OLD, OLD))
     assert update_manifest(root, "L").files_hashed == 1
     assert update_manifest(root, "L").files_hashed == 0
-    assert isinstance(HashCache(), HashCache)

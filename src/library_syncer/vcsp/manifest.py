@@ -25,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ..errors import UserError
-from . import rules
+from . import check, rules
 from .ovf import descriptors, manifests, needed_algorithms, template_problems
 from .scan import HashCache, scan_tree
 from .storage import atomic_write, fsync_dir, load_state, read_json, save_state, writer_lock
@@ -223,6 +223,4 @@ def _update(root: Path, name: str, state_file: Path) -> ManifestReport:
 
 def check_manifest(root: Path) -> list[str]:
     """Every problem of the manifest of ``root`` against the folder's content (empty when OK)."""
-    from .check import check_manifest as _check
-
-    return _check(check_root(root, writable=False))
+    return check.check_manifest(check_root(root, writable=False))
