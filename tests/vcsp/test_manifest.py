@@ -345,3 +345,12 @@ def test_recently_modified_files_are_read_again(tmp_path: Path):
     os.utime(root / "i" / "fresh.iso", (OLD, OLD))
     assert update_manifest(root, "L").files_hashed == 1
     assert update_manifest(root, "L").files_hashed == 0
+
+
+def test_leftover_temporary_files_are_removed(lib: Path):
+    put(lib / ".lib.json.tmp-4242", "{")
+    put(lib / "misc" / ".item.json.tmp-17", "{")
+    put(lib / "misc" / ".keep.tmp-17", "user file")
+    update_manifest(lib, "Branch")
+    assert not (lib / ".lib.json.tmp-4242").exists() and not (lib / "misc" / ".item.json.tmp-17").exists()
+    assert (lib / "misc" / ".keep.tmp-17").exists()

@@ -16,6 +16,7 @@ recovered from the manifest files themselves.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -140,6 +141,9 @@ def _update(root: Path, name: str, state_file: Path) -> ManifestReport:
 
     scan = scan_tree(root)
     warnings += scan.warnings
+    for leftover in scan.stale:  # from an interrupted earlier run; we hold the writer lock
+        with contextlib.suppress(OSError):
+            os.unlink(leftover)
     cache = HashCache(state.get("hashes"))
     names = rules.display_names(list(scan.items) + list(scan.errors))
     problems: list[str] = []

@@ -3,12 +3,15 @@
 Only files whose key changed since the last run are read.  Entries whose
 mtime is within :data:`RACY_SECONDS` of the scan are not cached, so a file
 rewritten in place within the same timestamp tick is read again next time.
+The change time is deliberately not part of the key: hard-linking a file
+into a published generation changes it without changing the bytes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -21,6 +24,8 @@ CHUNK_SIZE = 8 * 1024 * 1024
 RACY_SECONDS = 2.0
 ROOT_MANIFEST_FILES = {"lib.json", "items.json"}
 ITEM_MANIFEST_FILE = "item.json"
+# Temporary files of an interrupted atomic write (see storage.atomic_write).
+_STALE_TMP_RE = re.compile(r"^\.(lib|items|item)\.json\.tmp-\d+$")
 
 
 @dataclass(frozen=True)
@@ -43,29 +48,32 @@ class TreeScan:
     items: dict[str, list[FoundFile]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)  # item folder -> why it could not be scanned
     warnings: list[str] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)  # leftover temporary manifest files
 
 
 def _key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _walk_item(top: str, rel: str, out: list[FoundFile], warnings: list[str], item: str) -> None:
+def _walk_item(top: str, rel: str, out: list[FoundFile], scan: TreeScan, item: str) -> None:
     with os.scandir(top) as it:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
         if entry.name.startswith("."):
+            if not rel and _STALE_TMP_RE.match(entry.name):
+                scan.stale.append(entry.path)
             continue
         if not rel and entry.name == ITEM_MANIFEST_FILE:
             continue
         path = f"{rel}/{entry.name}" if rel else entry.name
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
-            _walk_item(entry.path, path, out, warnings, item)
+            _walk_item(entry.path, path, out, scan, item)
         elif stat.S_ISREG(st.st_mode):
             out.append(FoundFile(path, entry.path, _key(st)))
         else:
             kind = "symbolic link" if stat.S_ISLNK(st.st_mode) else "special file"
-            warnings.append(f"{item}/{path}: {kind} ignored")
+            scan.warnings.append(f"{item}/{path}: {kind} ignored")
 
 
 def scan_tree(root: Path) -> TreeScan:
@@ -75,12 +83,14 @@ def scan_tree(root: Path) -> TreeScan:
         entries = sorted(it, key=lambda e: e.name)
     for entry in entries:
         if entry.name.startswith("."):
+            if _STALE_TMP_RE.match(entry.name):
+                scan.stale.append(entry.path)
             continue
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
             files: list[FoundFile] = []
             try:
-                _walk_item(entry.path, "", files, scan.warnings, entry.name)
+                _walk_item(entry.path, "", files, scan, entry.name)
             except OSError as exc:
                 scan.errors[entry.name] = f"cannot read {exc.filename}: {exc.strerror}"
                 continue
