@@ -215,3 +215,12 @@ def test_dumps_is_deterministic_utf8():
     doc = {"b": "ü", "a": [1, {"c": None}]}
     assert rules.dumps(doc) == rules.dumps(json.loads(rules.dumps(doc)))
     assert rules.dumps(doc).endswith(b"\n") and "ü".encode() in rules.dumps(doc)
+
+
+def test_returning_item_gets_a_new_version():
+    files = [ScannedFile("a.iso", 5, "d" * 32)]
+    first = _plan(files).doc
+    back = rules.plan_item(folder="item", name="item", files=files, prev=first, library_id=LIB, now=LATER,
+                           returning=True)
+    assert back.changed and back.doc["version"] == "2" and back.doc["id"] == first["id"]
+    assert back.doc["files"][0]["generationNum"] == 1

@@ -181,7 +181,7 @@ def _update(root: Path, name: str, state_file: Path) -> ManifestReport:
             continue
         scanned = [rules.ScannedFile(f.path, f.size, digests[f.path]["md5"]) for f in files]
         plan = rules.plan_item(folder=folder, name=names[folder], files=scanned, prev=prev,
-                               library_id=library_id, now=now)
+                               library_id=library_id, now=now, returning=folder not in prev_published)
         plans.append(plan)
         kept[folder] = plan.doc
         summaries.append(ItemSummary(

@@ -236,12 +236,13 @@ def _prev_files(prev: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 
 def plan_item(
     *, folder: str, name: str, files: list[ScannedFile], prev: dict[str, Any] | None,
-    library_id: str, now: str,
+    library_id: str, now: str, returning: bool = False,
 ) -> ItemPlan:
     """The item document given the scan and the previously published document.
 
     The id and ``created`` are kept; ``version``/``contentVersion`` go up by one
-    when the document would differ in anything else; a file keeps its
+    when the document would differ in anything else, or when the item comes
+    back (``returning``) after being left out of the manifest; a file keeps its
     ``generationNum`` while its size and etag stay, else it gets one above
     both its previous value and the item's previous version.
     """
@@ -271,7 +272,7 @@ def plan_item(
         return item_doc(folder=folder, item_id=item_id, created=created, version=version, name=name,
                         type_=type_, files=entries, library_id=library_id)
 
-    if old_version is not None:
+    if old_version is not None and not returning:
         doc = build(old_version)
         if doc == prev:
             return ItemPlan(folder, doc, False)
