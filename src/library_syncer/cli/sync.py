@@ -1,0 +1,143 @@
+"""``library-syncer sync``: one sync now (guard, rsync, manifest, publish), then exit.
+
+On a terminal it shows a progress bar (bytes, rate, ETA); otherwise (a log) it
+prints plain lines.  Exit 0 on success, 1 when the sync failed, 2 for a bad setting.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from . import setting_options, settings_from
+from ..daemon.sync import (
+    AttemptStarted, Phase, RetryScheduled, SyncResult, human_bytes, prepare, run_sync,
+)
+from ..errors import ConfigError, OperationFailed
+from ..transport.rsync import FileChange, Progress, RsyncStats
+
+SYNC_SETTINGS = (
+    "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts", "sync_max_bw",
+    "sync_timeout", "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard",
+    "sync_allow_mass_delete", "library", "library_name", "state_dir", "keys_dir", "generation_grace_seconds",
+)
+
+
+class _PlainReporter:
+    """Event printer for logs: one line per change and step, progress every ``interval`` seconds."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self.last = 0.0
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, Progress):
+            now = time.monotonic()
+            if now - self.last >= self.interval:
+                self.last = now
+                eta = f", ETA {event.eta_seconds}s" if event.eta_seconds is not None else ""
+                _say(f"progress: {event.percent}% {human_bytes(event.bytes)} at {human_bytes(event.rate)}/s{eta}")
+        elif isinstance(event, FileChange):
+            if event.action in ("transfer", "delete"):
+                _say(f"{event.flags} {event.path}")
+        elif isinstance(event, Phase):
+            _say(f"{event.name}{': ' + event.detail if event.detail else ''}")
+        elif isinstance(event, AttemptStarted) and event.number > 1:
+            _say(f"attempt {event.number}")
+        elif isinstance(event, RetryScheduled):
+            _say(f"attempt {event.attempt} failed ({event.reason}); retrying in {event.delay:.0f}s")
+        elif isinstance(event, RsyncStats):
+            _say(f"transferred: {human_bytes(event.bytes_received + event.bytes_sent)} on the wire, "
+                 f"literal {human_bytes(event.literal_bytes)}, matched {human_bytes(event.matched_bytes)}")
+
+
+def _say(line: str) -> None:
+    click.echo(line, err=True)
+
+
+class _RichReporter:
+    """Progress bar on a terminal (rich): bytes, rate and ETA of the transfer."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress as Bar, TextColumn
+
+        self.console = Console(stderr=True)
+        self.bar = Bar(
+            TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[done]}"), TextColumn("{task.fields[rate]}"), TextColumn("ETA {task.fields[eta]}"),
+            console=self.console, transient=False,
+        )
+        self.task = self.bar.add_task("sync", total=100, done="", rate="", eta="-")
+
+    def __enter__(self) -> "_RichReporter":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def __call__(self, event: object) -> None:
+        if isinstance(event, Progress):
+            eta = "-" if event.eta_seconds is None else time.strftime("%H:%M:%S", time.gmtime(event.eta_seconds))
+            self.bar.update(self.task, completed=event.percent, done=human_bytes(event.bytes),
+                            rate=f"{human_bytes(event.rate)}/s", eta=eta)
+        elif isinstance(event, Phase):
+            self.bar.update(self.task, description=event.name)
+        elif isinstance(event, FileChange) and event.action in ("transfer", "delete"):
+            self.console.print(f"{event.flags} {event.path}", markup=False, highlight=False)
+        elif isinstance(event, RetryScheduled):
+            self.console.print(f"attempt {event.attempt} failed ({event.reason}); retrying in {event.delay:.0f}s",
+                               markup=False, highlight=False)
+
+
+def _run_in_thread(func, stop: threading.Event) -> SyncResult:
+    """Run the blocking sync in a thread; Ctrl-C stops rsync cleanly (partial files kept)."""
+    box: list[SyncResult] = []
+    worker = threading.Thread(target=lambda: box.append(func()), daemon=True)
+    worker.start()
+    try:
+        while worker.is_alive():
+            worker.join(0.2)
+    except KeyboardInterrupt:
+        _say("interrupted: stopping rsync (the next sync resumes)")
+        stop.set()
+        worker.join()
+    if not box:
+        raise OperationFailed("sync ended unexpectedly")
+    return box[0]
+
+
+@click.command("sync")
+@setting_options(*SYNC_SETTINGS)
+@click.option("--from-folder", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Pull from this local folder instead of SYNC_PEER (e.g. to seed a site from a shipped disk).")
+def command(from_folder: Path | None, **values) -> None:
+    """Sync the library once from SYNC_PEER, regenerate the manifest and publish it.
+
+    What is served only changes when everything succeeded; an interrupted sync
+    resumes on the next run.  Exit 0 on success, 1 when the sync failed.
+    """
+    settings = settings_from(click.get_current_context(), values)
+    source = None
+    if from_folder is not None:
+        if not from_folder.is_dir():
+            raise ConfigError(f"--from-folder {from_folder}: is not a folder")
+        source = str(from_folder.resolve())
+    elif not settings.sync_peer:
+        raise ConfigError("setting sync_peer (SYNC_PEER / --sync-peer) is required to sync")
+    prepare(settings, source=source)  # bad settings and key files: exit 2 before anything runs
+    stop = threading.Event()
+    if sys.stderr.isatty():
+        with _RichReporter() as reporter:
+            result = _run_in_thread(lambda: run_sync(settings, on_event=reporter, stop_event=stop, source=source), stop)
+    else:
+        reporter = _PlainReporter()
+        result = _run_in_thread(lambda: run_sync(settings, on_event=reporter, stop_event=stop, source=source), stop)
+    if not result.ok:
+        raise OperationFailed(result.reason, exit_code=2 if result.kind == "config" else 1)
+    click.echo(f"sync ok: {result.summary()}")

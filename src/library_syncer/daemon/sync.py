@@ -1,0 +1,544 @@
+"""One sync run of a site: guard, rsync into staging (with retries), manifest, publish, prune.
+
+:func:`run_sync` blocks; the daemon runs it in a worker thread.  What is served
+(``L/current``) only changes in the final atomic switch, so a failed, refused or
+interrupted run leaves it untouched, and the staging tree (with rsync's partial
+files) is kept so the next run resumes.  One run at a time per library folder
+(``flock`` on ``L/.library-syncer/sync.lock``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import fcntl
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import Settings
+from ..errors import ConfigError, UserError
+from ..publish import generations
+from ..publish.generations import Layout
+from ..transport import rsync as rs
+from ..transport import ssh
+from ..transport.exitcodes import Outcome, classify
+from .schedule import next_retry_delay
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_SECONDS = 10.0
+RETRY_CAP_SECONDS = 600.0
+TERMINATE_GRACE_SECONDS = 10.0
+
+
+# --- events and result -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A step of the run started: listing, guard, transfer, cleanup, manifest, publish, prune."""
+
+    name: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class AttemptStarted:
+    """Transfer attempt ``number`` (1-based) started."""
+
+    number: int
+
+
+@dataclass(frozen=True)
+class RetryScheduled:
+    """Attempt ``attempt`` failed with a retryable error; the next one starts after ``delay`` seconds."""
+
+    attempt: int
+    delay: float
+    reason: str
+
+
+Event = Any  # Phase | AttemptStarted | RetryScheduled | rs.FileChange | rs.Progress | rs.RsyncStats
+
+
+@dataclass
+class SyncResult:
+    """The outcome of one sync run (shown on the status page and by ``library-syncer sync``).
+
+    ``kind``: ok, config (bad setting), busy (another run holds the lock), guard
+    (delete guard refused), fatal (not retryable), gave-up (retry deadline passed),
+    stopped (asked to stop), error (unexpected failure).
+    """
+
+    ok: bool
+    reason: str
+    started: datetime
+    ended: datetime
+    kind: str = "ok"
+    attempts: int = 0
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    literal_bytes: int = 0
+    matched_bytes: int = 0
+    files_changed: int = 0
+    files_deleted: int = 0
+    generation: int | None = None
+    items: int = 0
+    library_bytes: int = 0
+    library_version: int | None = None
+    problems: list[str] = field(default_factory=list)
+    run_id: str | None = None
+
+    @property
+    def wire_bytes(self) -> int:
+        """Bytes that crossed the link in both directions, all attempts together."""
+        return self.bytes_sent + self.bytes_received
+
+    @property
+    def duration(self) -> float:
+        return (self.ended - self.started).total_seconds()
+
+    def summary(self) -> str:
+        """One line for logs."""
+        if not self.ok:
+            return self.reason
+        published = f"published generation {self.generation}" if self.generation else "nothing changed"
+        return (f"{published}; {self.files_changed} files changed, {self.files_deleted} deleted; "
+                f"{human_bytes(self.wire_bytes)} on the wire in {self.duration:.1f}s, "
+                f"{self.attempts} attempt(s); {self.items} items, {human_bytes(self.library_bytes)}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (times as ISO 8601)."""
+        data = asdict(self)
+        data["started"] = self.started.isoformat()
+        data["ended"] = self.ended.isoformat()
+        data["wire_bytes"] = self.wire_bytes
+        data["duration_seconds"] = round(self.duration, 3)
+        return data
+
+
+def human_bytes(n: float) -> str:
+    """Bytes in binary units, e.g. ``1.5 MiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+# --- pure decisions --------------------------------------------------------------------
+
+
+def delete_guard(published: set[str], source: set[str], max_share: float, allow: bool) -> str | None:
+    """Why a sync must be refused (as one line), or None.
+
+    Refused when it would remove all published items, or more than ``max_share`` of
+    them, unless ``allow`` (SYNC_ALLOW_MASS_DELETE).
+    """
+    if allow or not published:
+        return None
+    removed = published - source
+    if not removed:
+        return None
+    share = len(removed) / len(published)
+    if len(removed) == len(published) or share > max_share:
+        what = "all" if len(removed) == len(published) else f"{len(removed)} of {len(published)}"
+        example = ", ".join(sorted(removed)[:3]) + (", ..." if len(removed) > 3 else "")
+        return (f"delete guard: the source no longer has {what} published items ({example}); "
+                f"the limit is {max_share:.0%} (setting sync_delete_guard). Is the library at the server "
+                f"mounted? Set SYNC_ALLOW_MASS_DELETE=true for one run to accept the deletion")
+    return None
+
+
+def source_items(entries: list[rs.ListEntry]) -> set[str]:
+    """Item folder names in a top-level listing of the source."""
+    return {e.name for e in entries if e.is_dir and not e.name.startswith(".")}
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """Everything a run needs, checked: paths, the rsync source and remote shell."""
+
+    layout: Layout
+    source: str
+    rsh: str | None
+    pin: ssh.HostKeyPin | None
+    timeout: int
+    max_bw: str
+
+
+def prepare(settings: Settings, *, source: str | None = None) -> SyncPlan:
+    """Check the settings and files a sync needs; ConfigError (one line) on a problem.
+
+    ``source`` replaces SYNC_PEER with a local folder or another rsync source.
+    """
+    library = settings.library
+    try:
+        library.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"setting library: cannot create folder {library} ({exc.strerror})") from None
+    if not os.access(library, os.W_OK | os.X_OK):
+        raise ConfigError(f"setting library: folder {library} is not writable")
+    rsh = pin = None
+    if source is None:
+        if not settings.sync_peer:
+            raise ConfigError("setting sync_peer (SYNC_PEER / --sync-peer) is required to sync")
+        key = settings.sync_key or settings.keys_dir / "id_ed25519"
+        ssh.check_private_key(key)
+        pin = ssh.pin_host_key(
+            settings.sync_peer, settings.sync_port, settings.resolved_state_dir(),
+            known_hosts=settings.sync_known_hosts, host_key=settings.sync_host_key,
+        )
+        rsh = ssh.rsh_string(ssh.ssh_command(
+            port=settings.sync_port, key=key, pin=pin,
+            connect_timeout=settings.sync_connect_timeout, timeout=settings.sync_timeout,
+        ))
+        source = rs.remote_source(settings.sync_user, settings.sync_peer)
+    elif "::" not in source and ":" not in source.split("/", 1)[0]:
+        source = str(source).rstrip("/") + "/"
+    return SyncPlan(Layout(library), source, rsh, pin, settings.sync_timeout, settings.sync_max_bw)
+
+
+@dataclass
+class _Proc:
+    code: int
+    stdout: str
+    stderr: str
+    stopped: bool
+
+
+def _run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: threading.Event | None) -> _Proc:
+    """Run a command, feeding stdout lines (split at CR/LF) to ``on_line``; stop it when asked."""
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=rs.child_env(), start_new_session=True)
+    out_lines: list[str] = []
+    err_chunks: list[bytes] = []
+
+    def read_out() -> None:
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        splitter = rs.LineSplitter()
+        while chunk := os.read(proc.stdout.fileno(), 65536):
+            for line in splitter.feed(decoder.decode(chunk)):
+                _keep(out_lines, line)
+                if on_line:
+                    on_line(line)
+        for line in splitter.close():
+            _keep(out_lines, line)
+            if on_line:
+                on_line(line)
+
+    def read_err() -> None:
+        while chunk := os.read(proc.stderr.fileno(), 65536):
+            err_chunks.append(chunk)
+            if len(err_chunks) > 64:
+                del err_chunks[:32]
+
+    readers = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
+    for t in readers:
+        t.start()
+    stopped = False
+    try:
+        while True:
+            try:
+                proc.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if stop_event is not None and stop_event.is_set() and not stopped:
+                stopped = True
+                _signal(proc, signal.SIGTERM)  # rsync moves the partial file into the partial dir
+                try:
+                    proc.wait(timeout=TERMINATE_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    _signal(proc, signal.SIGKILL)
+    except BaseException:
+        _signal(proc, signal.SIGTERM)
+        proc.wait()
+        raise
+    finally:
+        for t in readers:
+            t.join(timeout=5)
+        proc.stdout.close()
+        proc.stderr.close()
+    return _Proc(proc.returncode, "\n".join(out_lines), b"".join(err_chunks).decode("utf-8", "replace"), stopped)
+
+
+def _keep(lines: list[str], line: str) -> None:
+    """Keep the non-progress lines (the stats block and messages), bounded."""
+    if rs.parse_progress(line) is None:
+        lines.append(line)
+        if len(lines) > 4000:
+            del lines[:2000]
+
+
+def _signal(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def remove_empty_items(staging: Path) -> list[str]:
+    """Remove item folders that hold no file other than ``item.json`` (their item was deleted)."""
+    removed = []
+    for entry in os.scandir(staging):
+        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+            continue
+        if not _has_content(Path(entry.path), top=True):
+            shutil.rmtree(entry.path)
+            removed.append(entry.name)
+    return sorted(removed)
+
+
+def _has_content(folder: Path, *, top: bool) -> bool:
+    for entry in os.scandir(folder):
+        if entry.name.startswith("."):
+            if entry.is_dir(follow_symlinks=False):
+                continue  # partial dir, hidden folders: not content
+        if entry.is_dir(follow_symlinks=False):
+            if _has_content(Path(entry.path), top=False):
+                return True
+        elif not (top and entry.name == "item.json"):
+            return True
+    return False
+
+
+class _Lock:
+    """Exclusive, non-blocking flock on a file; ``acquire`` returns False when already held."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.fd: int | None = None
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            return False
+        return True
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class _Run:
+    """State of one run (kept small: the steps are methods of this object)."""
+
+    def __init__(self, settings: Settings, plan: SyncPlan, on_event: Callable[[Event], None] | None,
+                 stop_event: threading.Event | None, rng: random.Random, retry_base: float) -> None:
+        self.s, self.plan, self.stop = settings, plan, stop_event
+        self.emit = on_event or (lambda e: None)
+        self.rng, self.retry_base = rng, retry_base
+        self.result = SyncResult(ok=False, reason="", started=datetime.now(timezone.utc),
+                                 ended=datetime.now(timezone.utc))
+        self.changed: set[str] = set()
+        self.deleted: set[str] = set()
+
+    def finish(self, ok: bool, kind: str, reason: str) -> SyncResult:
+        r = self.result
+        r.ok, r.kind, r.reason = ok, kind, reason
+        r.files_changed, r.files_deleted = len(self.changed), len(self.deleted)
+        r.ended = datetime.now(timezone.utc)
+        return r
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def explain(self, outcome: Outcome) -> str:
+        if outcome.kind == "host-key" and self.plan.pin is not None:
+            return f"{outcome.message} for {self.s.sync_peer}:{self.s.sync_port}; refusing to sync: {self.plan.pin.remedy()}"
+        return outcome.message
+
+    def on_line(self, line: str) -> None:
+        change = rs.parse_change(line)
+        if change is not None:
+            if change.action == "delete":
+                self.deleted.add(change.path)
+            elif change.type == "f" and change.action == "transfer":
+                self.changed.add(change.path)
+            self.any_change = True
+            self.emit(change)
+            return
+        progress = rs.parse_progress(line)
+        if progress is not None:
+            self.emit(progress)
+
+    def list_source(self) -> tuple[Outcome | None, set[str] | None, bool]:
+        cmd = rs.list_command(self.plan.source, rsh=self.plan.rsh, timeout=self.plan.timeout)
+        proc = _run(cmd, on_line=None, stop_event=self.stop)
+        if proc.stopped:
+            return None, None, True
+        outcome = classify(proc.code, proc.stderr)
+        if not outcome.ok:
+            return outcome, None, False
+        return outcome, source_items(rs.parse_listing(proc.stdout)), False
+
+    def transfer(self) -> tuple[Outcome | None, bool]:
+        staging = self.plan.layout.staging
+        cmd = rs.sync_command(self.plan.source, staging, rsh=self.plan.rsh, timeout=self.plan.timeout,
+                              max_bw=self.plan.max_bw)
+        proc = _run(cmd, on_line=self.on_line, stop_event=self.stop)
+        stats = rs.parse_stats(proc.stdout)
+        r = self.result
+        r.bytes_sent += stats.bytes_sent
+        r.bytes_received += stats.bytes_received
+        r.literal_bytes += stats.literal_bytes
+        r.matched_bytes += stats.matched_bytes
+        if stats.bytes_received or stats.bytes_sent:
+            self.emit(stats)
+        if proc.stopped:
+            return None, True
+        return classify(proc.code, proc.stderr), False
+
+    def run(self) -> SyncResult:
+        s, lay = self.s, self.plan.layout
+        self.any_change = False
+        published = generations.published_items(lay.library)
+        lay.staging.mkdir(parents=True, exist_ok=True)
+        clock = time.monotonic()
+        listed = False
+        while True:
+            if self.stopped():
+                return self.finish(False, "stopped", "sync stopped before it finished; the next run resumes")
+            self.result.attempts += 1
+            self.emit(AttemptStarted(self.result.attempts))
+            if not listed:
+                self.emit(Phase("listing", self.plan.source))
+                outcome, items, stopped = self.list_source()
+                if stopped:
+                    continue
+                if items is not None:
+                    refusal = delete_guard(published, items, s.sync_delete_guard, s.sync_allow_mass_delete)
+                    if refusal:
+                        return self.finish(False, "guard", refusal)
+                    listed = True
+            if listed:
+                self.emit(Phase("transfer", self.plan.source))
+                outcome, stopped = self.transfer()
+                if stopped:
+                    continue
+                if outcome.ok:
+                    break
+            if not outcome.retryable:
+                return self.finish(False, "fatal", self.explain(outcome))
+            delay = next_retry_delay(self.result.attempts, time.monotonic() - clock, s.sync_retry_deadline,
+                                     self.retry_base, RETRY_CAP_SECONDS, self.rng)
+            if delay is None:
+                return self.finish(False, "gave-up", f"gave up after {self.result.attempts} attempt(s) "
+                                   f"(setting sync_retry_deadline {s.sync_retry_deadline}s): {outcome.message}")
+            log.warning("attempt %d failed (%s); retrying in %.0fs", self.result.attempts, outcome.message, delay)
+            self.emit(RetryScheduled(self.result.attempts, delay, outcome.message))
+            if self.stop is not None:
+                self.stop.wait(delay)
+            else:
+                time.sleep(delay)
+        return self.complete()
+
+    def complete(self) -> SyncResult:
+        from ..vcsp.manifest import update_manifest
+
+        lay, r = self.plan.layout, self.result
+        self.emit(Phase("cleanup"))
+        emptied = remove_empty_items(lay.staging)
+        if emptied:
+            log.info("removed item folders left empty: %s", ", ".join(emptied))
+            self.any_change = True
+        self.emit(Phase("manifest"))
+        try:
+            report = update_manifest(lay.staging, self.s.library_name)
+        except UserError as exc:
+            return self.finish(False, "fatal", f"manifest: {exc}")
+        r.items = len(report.items)
+        r.library_bytes = sum(i.size for i in report.items)
+        r.library_version = report.library_version
+        r.problems = list(report.problems)
+        for problem in report.problems:
+            log.warning("item left out of the manifest: %s", problem)
+        if self.needs_publish(report.changed):
+            self.emit(Phase("publish"))
+            try:
+                r.generation = generations.publish(lay.library)
+            except OSError as exc:
+                return self.finish(False, "fatal", _os_reason("publishing failed", exc))
+            except UserError as exc:
+                return self.finish(False, "fatal", str(exc))
+        self.emit(Phase("prune"))
+        try:
+            generations.prune(lay.library, self.s.generation_grace_seconds)
+        except OSError as exc:
+            log.warning("%s", _os_reason("removing old generations failed", exc))
+        return self.finish(True, "ok", "")
+
+    def needs_publish(self, manifest_changed: bool) -> bool:
+        current = generations.current_root(self.plan.layout.library)
+        if current is None or manifest_changed or self.any_change:
+            return True
+        try:
+            return (current / "lib.json").read_bytes() != (self.plan.layout.staging / "lib.json").read_bytes()
+        except OSError:
+            return True
+
+
+def _os_reason(what: str, exc: OSError) -> str:
+    if exc.errno == 28:
+        return f"{what}: the disk of the library is full ({exc.filename or ''})"
+    return f"{what}: {exc.strerror} ({exc.filename or ''})"
+
+
+def run_sync(
+    settings: Settings,
+    *,
+    on_event: Callable[[Event], None] | None = None,
+    stop_event: threading.Event | None = None,
+    source: str | None = None,
+    rng: random.Random | None = None,
+    retry_base: float = RETRY_BASE_SECONDS,
+) -> SyncResult:
+    """Run one sync (blocking) and return its result; never raises for expected failures.
+
+    ``on_event`` receives :class:`Phase`, :class:`AttemptStarted`, :class:`RetryScheduled`
+    and rsync's :class:`FileChange`, :class:`Progress` and :class:`RsyncStats`.
+    Setting ``stop_event`` ends rsync promptly (partial files kept) and returns a
+    not-ok result.  ``source`` pulls from a local folder instead of SYNC_PEER.
+    """
+    started = datetime.now(timezone.utc)
+    try:
+        plan = prepare(settings, source=source)
+    except UserError as exc:
+        return SyncResult(ok=False, reason=str(exc), started=started, ended=datetime.now(timezone.utc), kind="config")
+    lock = _Lock(plan.layout.lock)
+    try:
+        if not lock.acquire():
+            return SyncResult(ok=False, reason=f"another sync of {plan.layout.library} is already running "
+                              f"(lock {plan.layout.lock})", started=started,
+                              ended=datetime.now(timezone.utc), kind="busy")
+    except OSError as exc:
+        return SyncResult(ok=False, reason=_os_reason("cannot lock the library", exc), started=started,
+                          ended=datetime.now(timezone.utc), kind="config")
+    try:
+        run = _Run(settings, plan, on_event, stop_event, rng or random.Random(), retry_base)
+        run.result.started = started
+        try:
+            return run.run()
+        except OSError as exc:
+            return run.finish(False, "fatal", _os_reason("sync failed", exc))
+    finally:
+        lock.release()

@@ -1,0 +1,83 @@
+"""ssh client options: host-key pinning, key file checks, bounded waits (pure parts and files)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from library_syncer.errors import ConfigError
+from library_syncer.transport import ssh
+from support import require_tool
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPJjklzbfeP3oFW3kbOHdeT96tMT8qJVeVhO6Ck0Dkgs"
+
+
+def test_parse_host_keys_accepts_common_forms():
+    b64 = KEY.split()[1]
+    assert ssh.parse_host_keys(KEY) == [("ssh-ed25519", b64)]
+    assert ssh.parse_host_keys(f"[10.0.0.1]:2222 {KEY} root@primary") == [("ssh-ed25519", b64)]
+    assert len(ssh.parse_host_keys(f"{KEY}\\n{KEY}")) == 2
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("", "no key"),
+    ("ssh-ed25519", "KEYTYPE BASE64"),
+    ("ssh-ed25519 not-base64!!", "base64"),
+    ("ssh-rsa " + KEY.split()[1], "not a ssh-rsa key"),
+])
+def test_parse_host_keys_rejects(bad, why):
+    with pytest.raises(ValueError, match=why):
+        ssh.parse_host_keys(bad)
+
+
+def test_pin_from_host_key_writes_known_hosts(tmp_path):
+    pin = ssh.pin_host_key("127.0.0.1", 2222, tmp_path / "state", host_key=KEY)
+    assert pin.strict == "yes" and pin.source == "sync_host_key"
+    assert pin.known_hosts.read_text() == f"[127.0.0.1]:2222 {KEY}\n"
+    assert "SYNC_HOST_KEY" in pin.remedy()
+    with pytest.raises(ConfigError, match="sync_host_key"):
+        ssh.pin_host_key("127.0.0.1", 2222, tmp_path / "state", host_key="nonsense")
+
+
+def test_pin_known_hosts_file_and_tofu(tmp_path):
+    with pytest.raises(ConfigError, match=r"sync_known_hosts: file .*missing does not exist"):
+        ssh.pin_host_key("h", 22, tmp_path, known_hosts=tmp_path / "missing")
+    kh = tmp_path / "kh"
+    kh.write_text(f"h {KEY}\n")
+    assert ssh.pin_host_key("h", 22, tmp_path, known_hosts=kh).strict == "yes"
+    tofu = ssh.pin_host_key("h", 22, tmp_path / "st")
+    assert tofu.strict == "accept-new" and tofu.known_hosts == tmp_path / "st" / "known_hosts"
+    assert str(tofu.known_hosts) in tofu.remedy()
+    assert ssh.host_pattern("h", 22) == "h" and ssh.host_pattern("h", 2222) == "[h]:2222"
+
+
+def test_private_key_checks(tmp_path):
+    require_tool("ssh-keygen", "openssh-client")
+    key = tmp_path / "id_ed25519"
+    with pytest.raises(ConfigError, match=r"sync_key: private key file .*id_ed25519 does not exist"):
+        ssh.check_private_key(key)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    ssh.check_private_key(key)
+    key.chmod(0o644)
+    with pytest.raises(ConfigError, match=r"permissions 0644.*chmod 600"):
+        ssh.check_private_key(key)
+    pub = Path(str(key) + ".pub")
+    pub.chmod(0o600)
+    with pytest.raises(ConfigError, match="public key"):
+        ssh.check_private_key(pub)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        ssh.check_private_key(tmp_path)
+
+
+def test_ssh_command_options(tmp_path):
+    pin = ssh.HostKeyPin(tmp_path / "kh", "yes", "sync_host_key")
+    cmd = ssh.ssh_command(port=2022, key=tmp_path / "k", pin=pin, connect_timeout=7, timeout=120)
+    joined = " ".join(cmd)
+    assert cmd[:3] == ["ssh", "-F", "/dev/null"]
+    for opt in ("BatchMode=yes", "IdentitiesOnly=yes", "StrictHostKeyChecking=yes", "ConnectTimeout=7",
+                "ServerAliveInterval=30", "ServerAliveCountMax=3", f"UserKnownHostsFile={tmp_path / 'kh'}"):
+        assert f"-o {opt}" in joined
+    assert ssh.alive_interval(10) == 5 and ssh.alive_interval(10000) == 60
+    assert ssh.rsh_string(["ssh", "-i", "/a b/k"]) == "ssh -i '/a b/k'"
