@@ -71,3 +71,10 @@ def test_rrsync_refusal_is_fatal():
 
 def test_killed_by_signal_is_retryable():
     assert classify(-9, "").retryable and classify(0).ok
+
+
+def test_message_names_the_cause_not_the_summary():
+    outcome = classify(255, "ssh: connect to host 127.0.0.1 port 2222: Connection refused\r\n"
+                            "rsync: connection unexpectedly closed (0 bytes received so far) [Receiver]\n"
+                            "rsync error: unexplained error (code 255) at io.c(232) [Receiver=3.5.0]\n")
+    assert outcome.message.endswith("port 2222: Connection refused")

@@ -68,10 +68,11 @@ class Outcome:
 
 
 def last_error_line(stderr: str) -> str:
-    """The most telling line of stderr (the last non-empty line that is not rsync's own summary)."""
+    """The most telling line of stderr: the last one that is not rsync's summary of the failure."""
     lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith("rsync error:") and not ln.startswith("@@@")]
-    return (useful or lines or [""])[-1]
+    useful = [ln for ln in lines if not ln.startswith(("rsync error:", "@"))]
+    causes = [ln for ln in useful if "connection unexpectedly closed" not in ln]
+    return (causes or useful or lines or [""])[-1]
 
 
 def classify(code: int, stderr: str = "") -> Outcome:
