@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from library_syncer.daemon.sync import (
 )
 from library_syncer.publish import generations as gen
 from library_syncer.transport.rsync import FileChange
-from support import cli, wait_until
+from support import cli, require_tool, wait_until
 
 
 def make_source(root: Path, items: dict[str, dict[str, bytes]]) -> Path:
@@ -71,6 +74,7 @@ def test_first_sync_then_nothing_then_deletion(tmp_path):
     d = r.to_dict()
     assert d["ok"] and d["generation"] == 1 and isinstance(d["started"], str)
 
+    os.utime(src, (1, 1))  # a folder time change alone publishes nothing new
     again = run_sync(settings(tmp_path), source=str(src))
     assert again.ok and again.generation is None and again.files_changed == 0
     assert gen.current_generation(tmp_path / "L") == 1
@@ -183,3 +187,16 @@ def test_cli_bad_settings_one_line_each(tmp_path):
     key.chmod(0o644)
     p = cli("sync", env=peer)
     assert p.returncode == 2 and "permissions 0644" in p.stderr and str(key) in p.stderr
+
+
+def test_cli_sync_on_a_terminal_shows_a_progress_bar(tmp_path):
+    script = require_tool("script", "bsdutils")
+    src = make_source(tmp_path / "src", {"A": {"disk.vmdk": os.urandom(1 << 20)}})
+    cmd = shlex.join([sys.executable, "-m", "library_syncer", "sync", "--from-folder", str(src),
+                      "--library", str(tmp_path / "L"), "--state-dir", str(tmp_path / "state")])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "SYNCER_"))}
+    p = subprocess.run([script, "-qec", cmd, "/dev/null"], capture_output=True, text=True, timeout=60,
+                       env={**env, "COLUMNS": "100"})
+    assert p.returncode == 0, p.stdout
+    assert "ETA" in p.stdout and "100%" in p.stdout and "MiB" in p.stdout
+    assert "sync ok: published generation 1" in p.stdout

@@ -87,7 +87,8 @@ class _RichReporter:
             self.bar.update(self.task, completed=event.percent, done=human_bytes(event.bytes),
                             rate=f"{human_bytes(event.rate)}/s", eta=eta)
         elif isinstance(event, Phase):
-            self.bar.update(self.task, description=event.name)
+            done = {"completed": 100, "eta": "done"} if event.name not in ("listing", "transfer") else {}
+            self.bar.update(self.task, description=event.name, **done)
         elif isinstance(event, FileChange) and event.action in ("transfer", "delete"):
             self.console.print(f"{event.flags} {event.path}", markup=False, highlight=False)
         elif isinstance(event, RetryScheduled):

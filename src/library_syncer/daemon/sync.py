@@ -374,7 +374,8 @@ class _Run:
                 self.deleted.add(change.path)
             elif change.type == "f" and change.action == "transfer":
                 self.changed.add(change.path)
-            self.any_change = True
+            if change.action == "delete" or (change.type != "d" and change.action != "attrs"):
+                self.any_change = True  # folder times and attributes changed in place need no new generation
             self.emit(change)
             return
         progress = rs.parse_progress(line)
