@@ -200,3 +200,16 @@ def test_cli_sync_on_a_terminal_shows_a_progress_bar(tmp_path):
     assert p.returncode == 0, p.stdout
     assert "ETA" in p.stdout and "100%" in p.stdout and "MiB" in p.stdout
     assert "sync ok: published generation 1" in p.stdout
+
+
+def test_library_synced_in_place_by_the_original_seeds_staging(tmp_path):
+    src = make_source(tmp_path / "src", {"A": {"disk.vmdk": os.urandom(300_000)}, "B": {"b.iso": b"b"}})
+    lib = tmp_path / "L"
+    old = make_source(lib, {"A": {"disk.vmdk": (src / "A" / "disk.vmdk").read_bytes()}})
+    st = (src / "A" / "disk.vmdk").stat()
+    os.utime(old / "A" / "disk.vmdk", (st.st_atime, st.st_mtime))
+    r = run_sync(settings(tmp_path), source=str(src))
+    assert r.ok, r.reason
+    assert r.files_changed == 1 and r.literal_bytes < 1000  # only B's file travelled
+    assert gen.published_items(lib) == {"A", "B"}
+    assert (gen.current_root(lib) / "A" / "disk.vmdk").stat().st_ino == (old / "A" / "disk.vmdk").stat().st_ino

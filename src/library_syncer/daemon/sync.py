@@ -413,6 +413,7 @@ class _Run:
         s, lay = self.s, self.plan.layout
         self.any_change = False
         published = generations.published_items(lay.library)
+        generations.seed_staging(lay.library)
         lay.staging.mkdir(parents=True, exist_ok=True)
         clock = time.monotonic()
         listed = False

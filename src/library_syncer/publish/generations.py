@@ -138,6 +138,30 @@ def link_tree(src: Path, dst: Path) -> tuple[int, int]:
     return files, size
 
 
+def seed_staging(library: Path) -> int:
+    """Create the staging tree from a library folder the original client synced in place.
+
+    Before the first sync, files lying directly in ``L`` (the original layout) are
+    hard-linked into the staging tree, so rsync only transfers what changed and the
+    manifest keeps its ids.  Returns the number of files linked (0 when nothing to do).
+    """
+    lay = Layout(library)
+    if lay.staging.exists():
+        return 0
+    old = [e for e in os.scandir(library) if not e.name.startswith(".") and e.name != CURRENT_NAME
+           and not e.is_symlink()]
+    if not old:
+        return 0
+    tmp = lay.meta / "staging.seed"
+    shutil.rmtree(tmp, ignore_errors=True)
+    lay.meta.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir()
+    files, _ = link_tree(library, tmp)
+    os.rename(tmp, lay.staging)
+    log.info("seeded the staging tree with %d files already in %s", files, library)
+    return files
+
+
 def publish(library: Path) -> int:
     """Publish the staging tree as a new generation and switch ``L/current`` to it; returns its number."""
     lay = Layout(library)
