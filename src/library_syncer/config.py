@@ -115,6 +115,10 @@ class Settings(BaseSettings):
         31337, ge=1, le=2**31 - 1, validation_alias=_env("SYNCER_UID"),
         description="UID of the 'syncer' account created in root mode",
     )
+    syncer_user: str = Field(
+        "syncer", pattern=r"^[a-z_][a-z0-9_-]{0,31}$", validation_alias=_env("SYNCER_USER"),
+        description="Account the sites log in as in root mode (created with SYNCER_UID if missing)",
+    )
     unprivileged: bool = Field(
         False, validation_alias=_env("SYNCER_UNPRIVILEGED"),
         description="Run sshd as the current user (no account created), even as root",
