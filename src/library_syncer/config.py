@@ -86,6 +86,10 @@ class Settings(BaseSettings):
         None, validation_alias=_env("SYNCER_TLS_KEY"),
         description="Private key file (PEM) for the certificate (default: certs folder/key.pem)",
     )
+    shutdown_grace_seconds: float = Field(
+        30, ge=0, validation_alias=_env("SYNCER_SHUTDOWN_GRACE"),
+        description="Seconds running downloads may take to finish when the web server stops",
+    )
 
     # --- general ----------------------------------------------------------------------
     tz: str | None = Field(None, validation_alias=_env("TZ"), description="Time zone of the schedule")
