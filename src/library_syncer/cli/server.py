@@ -1,0 +1,31 @@
+"""``library-syncer server``: the primary site's read-only rsync-over-SSH endpoint."""
+
+from __future__ import annotations
+
+import click
+
+from . import setting_options, settings_from
+
+
+@click.command("server")
+@setting_options(
+    "library", "ssh_host", "state_dir", "syncer_uid", "syncer_user", "unprivileged", "allow_old_rsync",
+    ssh_port="--port", keys_dir="--keys",
+)
+@click.option("--print-host-key", is_flag=True,
+              help="Print the host key line sites pin (generated if missing) and exit.")
+def command(print_host_key: bool, **kwargs) -> None:
+    """Serve the library folder, read-only, to the sites' keys through a supervised sshd.
+
+    As root, sites log in as the syncer account (created with SYNCER_UID if
+    missing); with --unprivileged, or as another user, as the current user.
+    SIGHUP re-reads the keys folder; SIGTERM stops the server.
+    """
+    from ..daemon import server
+
+    settings = settings_from(click.get_current_context(), kwargs)
+    if print_host_key:
+        click.echo(server.host_key_line(settings))
+        return
+    plan = server.prepare(settings)
+    raise SystemExit(server.run(plan))

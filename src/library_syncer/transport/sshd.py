@@ -1,0 +1,160 @@
+"""sshd configuration for the server, as text (no I/O).
+
+- :func:`render_sshd_config`: a hardened ``sshd_config`` whose only use is a
+  read-only rsync of the library by one account, with public keys only;
+- :func:`render_authorized_keys`: one ``restrict,command="rrsync -ro LIBRARY"``
+  line per site key, with the site's optional ``from=`` limits;
+- :class:`LogFolder`: turns sshd's log lines into ours, naming the site of
+  each session (sshd logs the key fingerprint when it accepts a key).
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .keys import SiteKey
+
+
+@dataclass(frozen=True)
+class SshdSetup:
+    """Everything the sshd configuration depends on."""
+
+    listen_host: str
+    port: int
+    host_keys: tuple[Path, ...]
+    authorized_keys: Path
+    user: str  # the only account allowed to log in
+    command: str  # the forced command (see forced_command)
+    root_login: bool = False  # True when the account is root (unprivileged mode started as root)
+    strict_modes: bool = True
+
+
+def forced_command(rrsync: str, library: Path) -> str:
+    """The shell command every session runs: rrsync, read-only, restricted to ``library``."""
+    return f"{shlex.quote(rrsync)} -ro {shlex.quote(str(library))}"
+
+
+def _listen(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def render_sshd_config(s: SshdSetup) -> str:
+    """The complete ``sshd_config`` text."""
+    host_keys = "".join(f"HostKey {p}\n" for p in s.host_keys)
+    return f"""\
+# Written by library-syncer at every start: edits are lost.
+# The only thing an account can do here is a read-only rsync of the library.
+ListenAddress {_listen(s.listen_host, s.port)}
+{host_keys}PidFile none
+LogLevel VERBOSE
+UseDNS no
+UsePAM no
+PrintMotd no
+PrintLastLog no
+Banner none
+Subsystem sftp /bin/false
+
+# Who and how: one account, public keys only.
+AllowUsers {s.user}
+PermitRootLogin {"forced-commands-only" if s.root_login else "no"}
+AuthorizedKeysFile {s.authorized_keys}
+AuthorizedPrincipalsFile none
+AuthenticationMethods publickey
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+HostbasedAuthentication no
+GSSAPIAuthentication no
+PermitEmptyPasswords no
+StrictModes {"yes" if s.strict_modes else "no"}
+MaxAuthTries 3
+
+# What: nothing but the forced command (also set per key in authorized_keys).
+ForceCommand {s.command}
+DisableForwarding yes
+AllowAgentForwarding no
+AllowTcpForwarding no
+AllowStreamLocalForwarding no
+X11Forwarding no
+GatewayPorts no
+PermitListen none
+PermitOpen none
+PermitTunnel no
+PermitTTY no
+PermitUserRC no
+PermitUserEnvironment no
+MaxSessions 1
+
+# Many sites on slow, lossy links, often starting at the same scheduled time:
+# - MaxStartups: sshd's default 10:30:100 starts dropping unauthenticated
+#   connections beyond 10 at once; allow 100 before random early drop (30%),
+#   refuse all beyond 300, so a fleet hitting the same cron minute gets in.
+# - LoginGraceTime: key exchange plus authentication over a congested link
+#   with retransmissions can take well over the usual seconds; 2 minutes.
+# - ClientAlive*: a keepalive every 60 s, the connection dropped after 10
+#   unanswered (10 minutes), so dead links free their session while a slow
+#   but alive link is never cut. TCPKeepAlive is off: its probes cannot be
+#   told from real loss and are spoofable; the encrypted keepalives decide.
+MaxStartups 100:30:300
+LoginGraceTime 120
+ClientAliveInterval 60
+ClientAliveCountMax 10
+TCPKeepAlive no
+"""
+
+
+def authorized_keys_line(key: SiteKey, command: str) -> str:
+    """One authorized_keys line: ``restrict``, the forced command, optional ``from=``, the key, the site."""
+    opts = ["restrict", 'command="' + command.replace("\\", "\\\\").replace('"', '\\"') + '"']
+    if key.from_:
+        opts.append(f'from="{",".join(key.from_)}"')
+    return f"{','.join(opts)} {key.key} {key.site}\n"
+
+
+def render_authorized_keys(keys: list[SiteKey], command: str) -> str:
+    """The authorized_keys text for every site key."""
+    head = "# Written by library-syncer from the keys folder: edits are lost.\n"
+    return head + "".join(authorized_keys_line(k, command) for k in keys)
+
+
+_ACCEPTED_RE = re.compile(
+    r"^Accepted publickey for (?P<user>\S+) from (?P<addr>\S+) port (?P<port>\d+) \S+: (?P<kind>\S+) (?P<fp>SHA256:\S+)"
+)
+_FAILED_RE = re.compile(r"^Failed publickey for (?P<user>.+) from (?P<addr>\S+) port (?P<port>\d+) \S+: \S+ (?P<fp>SHA256:\S+)")
+_PEER_RE = re.compile(r"(?P<addr>[0-9A-Fa-f.:]+) port (?P<port>\d+)")
+_CLOSED_RE = re.compile(r"^(Disconnected from user|Connection closed by user|Timeout before authentication|Close session)")
+
+
+@dataclass
+class LogFolder:
+    """Rewrites sshd log lines with the site name of each session.
+
+    ``sites`` maps key fingerprints (``SHA256:...``) to site names; it can be
+    replaced on reload.  Sessions are tracked by client address and port.
+    """
+
+    sites: dict[str, str] = field(default_factory=dict)
+    sessions: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def fold(self, line: str) -> str:
+        """The log message for one sshd line (without trailing newline)."""
+        line = line.rstrip("\r\n")
+        m = _ACCEPTED_RE.match(line)
+        if m:
+            site = self.sites.get(m["fp"], "unknown key")
+            self.sessions[(m["addr"], m["port"])] = site
+            return f"site {site}: session from {m['addr']} port {m['port']} ({m['kind']} {m['fp']})"
+        m = _FAILED_RE.match(line)
+        if m and m["fp"] in self.sites:
+            return f"site {self.sites[m['fp']]}: refused from {m['addr']} port {m['port']} ({line})"
+        m = _PEER_RE.search(line)
+        if m and (m["addr"], m["port"]) in self.sessions:
+            key = (m["addr"], m["port"])
+            site = self.sessions[key]
+            if line.startswith("Disconnected from user") or line.startswith("Connection closed by user"):
+                del self.sessions[key]
+            return f"site {site}: {line}"
+        return line
