@@ -1,0 +1,172 @@
+"""The library web app: the served folder over GET/HEAD, with Range and conditional requests.
+
+Files go out through aiohttp's ``FileResponse`` (sendfile, Range, ETag,
+Last-Modified, If-None-Match, If-Modified-Since, If-Range with a date); this
+module adds If-Range with an ETag, the path rules (nothing outside the root, no
+dot-names, no symlink escapes), optional listings and the optional password.
+
+The library route matches every path except those under :data:`RESERVED_PREFIX`,
+so other modules may add routes there (``app.router.add_get(RESERVED_PREFIX +
+"status", ...)``) before the app starts; :data:`PUBLIC_PATHS` lists exact paths
+served without the password (e.g. a health check).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+
+from .rules import (
+    Entry,
+    check_basic_auth,
+    content_type_for,
+    etag_of,
+    range_allowed,
+    render_listing,
+    split_request_path,
+    www_authenticate,
+)
+
+RESERVED_PREFIX = "/_syncer/"
+
+ROOT_PROVIDER = web.AppKey("library_root", Callable[[], Path])
+PUBLIC_PATHS = web.AppKey("public_paths", set)
+
+_RESERVED_SEGMENT = RESERVED_PREFIX.strip("/")
+
+
+@dataclass(frozen=True)
+class _Found:
+    base: Path  # the resolved root
+    path: Path  # resolved, inside base
+    parts: tuple[str, ...]  # request segments
+    st: os.stat_result
+
+
+class _LibraryFile(web.FileResponse):
+    """FileResponse that never swaps in a ``.gz``/``.br`` sibling and may ignore Range."""
+
+    def __init__(self, path: Path, *, honour_range: bool, content_type: str) -> None:
+        super().__init__(path, headers={hdrs.CONTENT_TYPE: content_type})
+        self._honour_range = honour_range
+        self.bytes_sent: int | None = None  # body bytes, known once the response completed
+
+    def _get_file_path_stat_encoding(self, accept_encoding: str):  # type: ignore[override]
+        # Library files are served exactly as stored: no pre-compressed variants.
+        return super()._get_file_path_stat_encoding("")
+
+    async def prepare(self, request: web.BaseRequest):  # type: ignore[override]
+        if not self._honour_range:
+            headers = CIMultiDict(request.headers)
+            headers.popall(hdrs.RANGE, None)
+            headers.popall(hdrs.IF_RANGE, None)
+            request = request.clone(headers=headers)
+        writer = await super().prepare(request)
+        with_body = request.method != hdrs.METH_HEAD and self.status in (200, 206)
+        self.bytes_sent = (self.content_length or 0) if with_body else 0
+        return writer
+
+
+def _locate(root: Path, parts: tuple[str, ...]) -> _Found | None:
+    """The file or folder ``parts`` names under ``root``, or None if it must not be served."""
+    try:
+        base = root.resolve(strict=True)
+        target = base.joinpath(*parts).resolve(strict=True)
+        rel = target.relative_to(base)
+        st = target.stat()
+    except (OSError, RuntimeError, ValueError):  # missing, symlink loop, outside the root
+        return None
+    if any(p.startswith(".") for p in rel.parts):
+        return None  # a symlink into a dot-folder
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return None
+    return _Found(base, target, parts, st)
+
+
+def _list_dir(folder: Path, base: Path) -> list[Entry]:
+    """Entries of ``folder`` that would be served from ``base``: no dot-names, no escapes."""
+    entries = []
+    with os.scandir(folder) as it:
+        for d in it:
+            if d.name.startswith("."):
+                continue
+            try:
+                real = Path(d.path).resolve(strict=True)
+                rel = real.relative_to(base)
+                st = real.stat()
+            except (OSError, RuntimeError, ValueError):
+                continue
+            if any(p.startswith(".") for p in rel.parts):
+                continue
+            if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                entries.append(Entry(d.name, stat.S_ISDIR(st.st_mode), st.st_size, st.st_mtime))
+    return entries
+
+
+class _Library:
+    """The catch-all handler serving the current root."""
+
+    def __init__(self, provider: Callable[[], Path], browse: bool) -> None:
+        self.provider = provider
+        self.browse = browse
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        parts = split_request_path(request.rel_url.raw_path)
+        if parts is None or parts[:1] == (_RESERVED_SEGMENT,):
+            raise web.HTTPNotFound()
+        root = Path(self.provider())  # once per request: a switch affects only later requests
+        found = await asyncio.to_thread(_locate, root, parts)
+        if found is None:
+            raise web.HTTPNotFound()
+        if stat.S_ISDIR(found.st.st_mode):
+            return await self._folder(request, found)
+        etag = etag_of(found.st.st_mtime_ns, found.st.st_size)
+        honour = range_allowed(request.headers.get(hdrs.RANGE), request.headers.get(hdrs.IF_RANGE), etag)
+        name = parts[-1] if parts else ""
+        return _LibraryFile(found.path, honour_range=honour, content_type=content_type_for(name))
+
+    async def _folder(self, request: web.Request, found: _Found) -> web.StreamResponse:
+        if not self.browse:
+            raise web.HTTPNotFound()
+        raw = request.rel_url.raw_path
+        if not raw.endswith("/"):
+            raise web.HTTPMovedPermanently(raw + "/")
+        entries = await asyncio.to_thread(_list_dir, found.path, found.base)
+        page = render_listing(found.parts, entries)
+        return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+def _auth_middleware(password: str):
+    @web.middleware
+    async def auth(request: web.Request, handler):
+        if request.path in request.app[PUBLIC_PATHS] or check_basic_auth(
+            request.headers.get(hdrs.AUTHORIZATION), password
+        ):
+            return await handler(request)
+        raise web.HTTPUnauthorized(headers={hdrs.WWW_AUTHENTICATE: www_authenticate()})
+
+    return auth
+
+
+def create_app(
+    root: Path | Callable[[], Path], *, browse: bool = False, password: str | None = None
+) -> web.Application:
+    """The web app serving ``root`` (a folder, or a function returning the current folder).
+
+    ``browse`` enables HTML folder listings (otherwise a folder, ``/`` included, is 404);
+    ``password`` requires HTTP Basic auth as user ``vcsp`` on every path not in PUBLIC_PATHS.
+    """
+    provider: Callable[[], Path] = root if callable(root) else (lambda: root)  # type: ignore[assignment]
+    app = web.Application(middlewares=[_auth_middleware(password)] if password else [])
+    app[ROOT_PROVIDER] = provider
+    app[PUBLIC_PATHS] = set()
+    # Every path but the reserved prefix; aiohttp adds HEAD to GET routes.
+    app.router.add_get(r"/{path:(?!" + _RESERVED_SEGMENT + r"/).*}", _Library(provider, browse).handle, name="library")
+    return app

@@ -1,0 +1,153 @@
+"""Pure rules of the library web server: request paths, content types, listings, auth, URLs.
+
+Nothing here touches files or sockets, so every rule is unit-testable.
+"""
+
+from __future__ import annotations
+
+import hmac
+import html
+import mimetypes
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from urllib.parse import quote, unquote_to_bytes
+
+from aiohttp import BasicAuth
+
+LIBRARY_USER = "vcsp"
+REALM = "library-syncer"
+
+# Files of a Content Library: always bytes to download, whatever a MIME table says.
+_BINARY_SUFFIXES = {".vmdk", ".ovf", ".ova", ".mf", ".iso", ".nvram", ".cert", ".img", ".vmx"}
+_MIME = mimetypes.MimeTypes()  # built-in table only: the same answers on every machine
+
+
+def split_request_path(raw_path: str) -> tuple[str, ...] | None:
+    """Decoded segments of a raw (percent-encoded) request path, or None if it must be refused.
+
+    Refused: empty, ``.`` or ``..`` segments (also percent-encoded), segments that
+    decode to a ``/``, a backslash or a NUL, invalid UTF-8, and any segment starting
+    with a dot (dot-files and dot-folders are never served). A trailing slash is allowed.
+    """
+    if not raw_path.startswith("/"):
+        return None
+    raw_parts = raw_path[1:].split("/")
+    if raw_parts and raw_parts[-1] == "":
+        raw_parts.pop()  # trailing slash (or the root itself)
+    parts: list[str] = []
+    for raw in raw_parts:
+        try:
+            part = unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        if not part or part.startswith(".") or any(c in part for c in "/\\\0"):
+            return None
+        parts.append(part)
+    return tuple(parts)
+
+
+def is_hidden(parts: tuple[str, ...]) -> bool:
+    """True when any path component is a dot-name (never served nor listed)."""
+    return any(p.startswith(".") for p in parts)
+
+
+def content_type_for(name: str) -> str:
+    """Content-Type of a library file: JSON for manifests, bytes for VM files, else a guess."""
+    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    if suffix == ".json":
+        return "application/json"
+    if suffix in _BINARY_SUFFIXES:
+        return "application/octet-stream"
+    guessed, encoding = _MIME.guess_type(name, strict=True)
+    if guessed is None or encoding is not None:
+        return "application/octet-stream"
+    return guessed
+
+
+def etag_of(mtime_ns: int, size: int) -> str:
+    """The (unquoted) ETag aiohttp's FileResponse gives a file: same bytes across hard links."""
+    return f"{mtime_ns:x}-{size:x}"
+
+
+def range_allowed(headers_range: str | None, if_range: str | None, etag: str) -> bool:
+    """Whether a Range header should be honoured (False: answer 200 with the whole file).
+
+    Multiple ranges are not served as multipart: the whole file is sent instead,
+    which RFC 9110 allows. An If-Range holding an ETag must match strongly; an
+    If-Range holding a date is left to the file response.
+    """
+    if headers_range is None:
+        return True
+    if "," in headers_range:
+        return False
+    if if_range is not None:
+        value = if_range.strip()
+        if value.startswith("W/"):
+            return False
+        if value.startswith('"'):
+            return value == f'"{etag}"'
+    return True
+
+
+def check_basic_auth(header: str | None, password: str) -> bool:
+    """True when an Authorization header carries user ``vcsp`` and ``password`` (constant time)."""
+    if not header:
+        return False
+    try:
+        auth = BasicAuth.decode(header, encoding="utf-8")
+    except ValueError:
+        return False
+    user_ok = hmac.compare_digest(auth.login.encode(), LIBRARY_USER.encode())
+    password_ok = hmac.compare_digest(auth.password.encode(), password.encode())
+    return user_ok and password_ok
+
+
+def www_authenticate() -> str:
+    """The WWW-Authenticate header value of a 401 answer."""
+    return f'Basic realm="{REALM}", charset="UTF-8"'
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of a directory listing."""
+
+    name: str
+    is_dir: bool
+    size: int
+    mtime: float
+
+
+def render_listing(parts: tuple[str, ...], entries: list[Entry]) -> str:
+    """HTML listing of a folder: escaped names, percent-encoded relative links, folders first."""
+    title = "/" + "".join(p + "/" for p in parts)
+    rows = []
+    if parts:
+        rows.append('<tr><td><a href="../">../</a></td><td></td><td></td></tr>')
+    for e in sorted(entries, key=lambda e: (not e.is_dir, e.name)):
+        label = e.name + ("/" if e.is_dir else "")
+        href = quote(e.name, safe="") + ("/" if e.is_dir else "")
+        size = "" if e.is_dir else str(e.size)
+        when = datetime.fromtimestamp(e.mtime, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        rows.append(
+            f'<tr><td><a href="{html.escape(href)}">{html.escape(label)}</a></td>'
+            f'<td class="size">{size}</td><td>{when}</td></tr>'
+        )
+    body = "\n".join(rows)
+    t = html.escape(title)
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+        f"<title>Index of {t}</title>"
+        "<style>body{font-family:sans-serif}td{padding:0 1em}.size{text-align:right}</style>"
+        f"</head><body><h1>Index of {t}</h1>\n<table>\n"
+        "<tr><th>Name</th><th>Size</th><th>Modified</th></tr>\n"
+        f"{body}\n</table></body></html>\n"
+    )
+
+
+def subscription_urls(host: str, port: int, *, tls: bool, hostname: str) -> list[str]:
+    """The ``lib.json`` URL(s) to subscribe to; a wildcard address shows ``hostname`` instead."""
+    scheme = "https" if tls else "http"
+    shown = hostname if host in ("", "0.0.0.0", "::", "[::]") else host
+    if ":" in shown and not shown.startswith("["):
+        shown = f"[{shown}]"
+    return [f"{scheme}://{shown}:{port}/lib.json"]

@@ -1,0 +1,109 @@
+"""Run a web app on one address until told to stop, then shut down gracefully.
+
+:func:`serve_app` cooperates with other tasks of the same asyncio loop: it never
+blocks, installs SIGTERM/SIGINT handlers only when asked, and stops when the
+given event is set. On stop it closes the listening socket at once, lets
+running requests (downloads) finish for ``shutdown_grace`` seconds, then returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+from typing import Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from ..errors import ConfigError
+from .rules import subscription_urls
+
+log = logging.getLogger(__name__)
+access_log = logging.getLogger("library_syncer.web.access")
+
+
+class AccessLogger(AbstractAccessLogger):
+    """One line per request: client, method, path, status, bytes sent, duration (no headers)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %s %s %.3fs",
+            request.remote, request.method, request.rel_url.raw_path_qs,
+            response.status, _body_bytes(request, response), time,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+def _body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int | str:
+    """Body bytes sent ('-' when a file download did not complete)."""
+    if hasattr(response, "bytes_sent"):  # a library file: sendfile bypasses aiohttp's counters
+        return "-" if response.bytes_sent is None else response.bytes_sent
+    if request.method == "HEAD" or response.status in (204, 304):
+        return 0
+    return response.content_length if response.content_length is not None else response.body_length
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def serve_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    shutdown_grace: float = 30,
+    on_started: Callable[[list[str]], None] | None = None,
+    stop_event: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Serve ``app`` on host:port until SIGTERM/SIGINT (if ``handle_signals``) or ``stop_event``.
+
+    Raises ConfigError (one line naming host:port) when the address cannot be bound.
+    ``on_started`` receives the subscription URL(s) once the socket listens (port 0
+    picks a free port, shown in the URLs).
+    """
+    stop = stop_event if stop_event is not None else asyncio.Event()
+    runner = web.AppRunner(
+        app, handle_signals=False, shutdown_timeout=shutdown_grace,
+        access_log_class=AccessLogger, access_log=access_log,
+    )
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    signals: list[signal.Signals] = []
+    try:
+        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ConfigError(
+                f"web server cannot listen on {_host_port(host, port)}: {exc.strerror or exc}"
+            ) from None
+        bound_port = runner.addresses[0][1] if runner.addresses else port
+        urls = subscription_urls(host, bound_port, tls=ssl_context is not None, hostname=socket.gethostname())
+        log.info("serving on %s; subscription URL: %s", _host_port(host, bound_port), " ".join(urls))
+        if on_started is not None:
+            on_started(urls)
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, _on_signal, stop, sig)
+                signals.append(sig)
+        await stop.wait()
+        log.info("web server stopping: no new connections; running downloads get up to %gs", shutdown_grace)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+    log.info("web server stopped")
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    log.info("%s received", sig.name)
+    stop.set()

@@ -1,0 +1,91 @@
+"""Pure rules of the web server: path splitting, content types, Range, auth, listing, URLs."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from library_syncer.web.rules import (
+    Entry,
+    check_basic_auth,
+    content_type_for,
+    range_allowed,
+    render_listing,
+    split_request_path,
+    subscription_urls,
+)
+
+
+@pytest.mark.parametrize("raw, parts", [
+    ("/", ()),
+    ("/lib.json", ("lib.json",)),
+    ("/item%20one/disk-1.vmdk", ("item one", "disk-1.vmdk")),
+    ("/caf%C3%A9/", ("café",)),
+    ("/a%25b", ("a%b",)),
+])
+def test_split_accepts(raw, parts):
+    assert split_request_path(raw) == parts
+
+
+@pytest.mark.parametrize("raw", [
+    "/../etc/passwd", "/a/../../x", "/%2e%2e/x", "/%2E%2E/x", "/.%2e/x", "/a/%2e%2e%2fx",
+    "/a%2fb", "/a%2F..%2Fb", "/a%5cb", "/a%00b", "/./lib.json", "/a//b", "/.library-syncer/state.json",
+    "/item/.hidden", "/.git/", "/%2elibrary-syncer/x", "/%ff", "lib.json", "",
+])
+def test_split_refuses(raw):
+    assert split_request_path(raw) is None
+
+
+@pytest.mark.parametrize("name, ctype", [
+    ("lib.json", "application/json"), ("ITEM.JSON", "application/json"),
+    ("disk-1.vmdk", "application/octet-stream"), ("t.ovf", "application/octet-stream"),
+    ("t.mf", "application/octet-stream"), ("x.iso", "application/octet-stream"),
+    ("notes.txt", "text/plain"), ("backup.tar.gz", "application/octet-stream"),
+    ("noextension", "application/octet-stream"),
+])
+def test_content_types(name, ctype):
+    assert content_type_for(name) == ctype
+
+
+def test_range_rules():
+    assert range_allowed(None, None, "e")
+    assert range_allowed("bytes=0-9", None, "e")
+    assert not range_allowed("bytes=0-1,4-5", None, "e")  # whole file instead of multipart
+    assert range_allowed("bytes=0-9", '"e"', "e")
+    assert not range_allowed("bytes=0-9", '"other"', "e")
+    assert not range_allowed("bytes=0-9", 'W/"e"', "e")  # If-Range needs a strong match
+    assert range_allowed("bytes=0-9", "Wed, 21 Oct 2015 07:28:00 GMT", "e")  # dates: the file response decides
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_basic_auth():
+    assert check_basic_auth(_basic("vcsp", "s3cret:é"), "s3cret:é")
+    assert not check_basic_auth(_basic("vcsp", "wrong"), "s3cret")
+    assert not check_basic_auth(_basic("admin", "s3cret"), "s3cret")
+    assert not check_basic_auth(None, "s3cret")
+    assert not check_basic_auth("Basic !!!notbase64", "s3cret")
+    assert not check_basic_auth("Bearer abc", "s3cret")
+
+
+def test_listing_escapes_names_and_encodes_links():
+    page = render_listing(("a <b>",), [
+        Entry('x"<script>.vmdk', False, 12, 0), Entry("sub dir", True, 0, 0), Entry("100%.iso", False, 1, 0),
+    ])
+    assert "<script>" not in page
+    assert 'href="x%22%3Cscript%3E.vmdk"' in page
+    assert 'href="sub%20dir/"' in page and 'href="100%25.iso"' in page
+    assert "Index of /a &lt;b&gt;/" in page
+    assert page.index("sub dir/") < page.index("100%.iso")  # folders first
+    assert 'href="../"' in page
+    assert 'href="../"' not in render_listing((), [])
+
+
+def test_subscription_urls():
+    assert subscription_urls("127.0.0.1", 8080, tls=False, hostname="h") == ["http://127.0.0.1:8080/lib.json"]
+    assert subscription_urls("0.0.0.0", 443, tls=True, hostname="site1") == ["https://site1:443/lib.json"]
+    assert subscription_urls("::", 80, tls=False, hostname="site1") == ["http://site1:80/lib.json"]
+    assert subscription_urls("::1", 80, tls=False, hostname="h") == ["http://[::1]:80/lib.json"]
