@@ -60,6 +60,10 @@ class RunningServer:
         """The value for ``rsync -e``."""
         return " ".join(shlex.quote(a) for a in self.ssh_args())
 
+    def destination(self) -> str:
+        """The ssh destination ``user@host``."""
+        return f"{self.user}@{self.host}"
+
     def remote(self, path: str = "/") -> str:
         """An rsync source ``user@host:path``."""
         return f"{self.user}@{self.host}:{path}"
