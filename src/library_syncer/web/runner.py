@@ -98,12 +98,26 @@ async def serve_app(
         await stop.wait()
         log.info("web server stopping: no new connections; running downloads get up to %gs", shutdown_grace)
     finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
-        await runner.cleanup()
+        cleanup = asyncio.ensure_future(runner.cleanup())
+        for sig in signals:  # a second signal cuts the running downloads
+            loop.add_signal_handler(sig, _on_second_signal, cleanup, sig)
+        try:
+            await cleanup
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if not cleanup.cancelled() or (task is not None and task.cancelling()):
+                raise
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
     log.info("web server stopped")
 
 
 def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     log.info("%s received", sig.name)
     stop.set()
+
+
+def _on_second_signal(cleanup: asyncio.Future, sig: signal.Signals) -> None:
+    log.warning("%s received again: cutting running downloads", sig.name)
+    cleanup.cancel()
