@@ -180,4 +180,4 @@ def test_passwords_and_unknown_keys_are_refused(served, tmp_path):
     assert r.returncode == 255
     assert "Permission denied" in r.stderr
     r = rsync("-a", "-e", " ".join(args), server.remote("/"), f"{tmp_path / 'd'}/")
-    assert r.returncode == 255 and not (tmp_path / "d").exists()
+    assert r.returncode != 0 and not (tmp_path / "d").exists()

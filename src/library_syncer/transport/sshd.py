@@ -123,9 +123,8 @@ def render_authorized_keys(keys: list[SiteKey], command: str) -> str:
 _ACCEPTED_RE = re.compile(
     r"^Accepted publickey for (?P<user>\S+) from (?P<addr>\S+) port (?P<port>\d+) \S+: (?P<kind>\S+) (?P<fp>SHA256:\S+)"
 )
-_FAILED_RE = re.compile(r"^Failed publickey for (?P<user>.+) from (?P<addr>\S+) port (?P<port>\d+) \S+: \S+ (?P<fp>SHA256:\S+)")
+_FP_RE = re.compile(r"SHA256:[A-Za-z0-9+/]+")
 _PEER_RE = re.compile(r"(?P<addr>[0-9A-Fa-f.:]+) port (?P<port>\d+)")
-_CLOSED_RE = re.compile(r"^(Disconnected from user|Connection closed by user|Timeout before authentication|Close session)")
 
 
 @dataclass
@@ -147,9 +146,9 @@ class LogFolder:
             site = self.sites.get(m["fp"], "unknown key")
             self.sessions[(m["addr"], m["port"])] = site
             return f"site {site}: session from {m['addr']} port {m['port']} ({m['kind']} {m['fp']})"
-        m = _FAILED_RE.match(line)
-        if m and m["fp"] in self.sites:
-            return f"site {self.sites[m['fp']]}: refused from {m['addr']} port {m['port']} ({line})"
+        fp = _FP_RE.search(line)
+        if fp and fp[0] in self.sites:
+            return f"site {self.sites[fp[0]]}: {line}"
         m = _PEER_RE.search(line)
         if m and (m["addr"], m["port"]) in self.sessions:
             key = (m["addr"], m["port"])

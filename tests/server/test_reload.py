@@ -1,0 +1,55 @@
+"""SIGHUP re-reads the keys folder: sites are added and revoked without stopping running transfers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+from server_fixture import make_site_key, running_server
+from support import wait_until
+
+from .helpers import client_env, make_library, rsync
+
+
+def test_add_and_revoke_sites_while_a_transfer_runs(tmp_path):
+    lib = make_library(tmp_path)
+    (lib / "big").mkdir()
+    (lib / "big" / "disk.vmdk").write_bytes(os.urandom(1_200_000))
+    with running_server(tmp_path, lib) as server:
+        def rsh(key) -> str:
+            args = server.ssh_args()
+            args[args.index("-i") + 1] = str(key)
+            return " ".join(args)
+
+        # A new site is refused until the server is told to reload.
+        site2 = make_site_key(tmp_path / "incoming", tmp_path / "site2", "site2")
+        r = rsync("-a", "-e", rsh(site2), server.remote("/iso/"), f"{tmp_path / 'early'}/")
+        assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
+        shutil.move(tmp_path / "incoming" / "site2.pub", server.keys_dir / "site2.pub")
+        server.reload()
+        wait_until(lambda: "added: site2" in server.log_text(), 20, "the reload adding site2")
+
+        # site2 starts a slow transfer (bounded by --bwlimit, about 3 s).
+        dest = tmp_path / "slow"
+        slow = subprocess.Popen(
+            ["rsync", "-a", "--bwlimit=400", "-e", rsh(site2), server.remote("/big/"), f"{dest}/"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client_env(),
+        )
+        wait_until(lambda: "site site2: Starting session" in server.log_text(), 20, "site2's session")
+
+        # Revoke site1 meanwhile.
+        (server.keys_dir / "site1.pub").unlink()
+        server.reload()
+        wait_until(lambda: "revoked: site1" in server.log_text(), 20, "the reload revoking site1")
+        r = rsync("-a", "-e", server.ssh_command(), server.remote("/iso/"), f"{tmp_path / 'late'}/")
+        assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
+        assert slow.poll() is None, "the slow transfer should still be running"
+
+        _, err = slow.communicate(timeout=60)
+        assert slow.returncode == 0, err
+        assert (dest / "disk.vmdk").read_bytes() == (lib / "big" / "disk.vmdk").read_bytes()
+        assert server.proc.poll() is None
+        assert "Server listening on" in server.log_text()
+        log = server.log_text()
+        assert "site site2: session from 127.0.0.1" in log
