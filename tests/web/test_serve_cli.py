@@ -156,6 +156,19 @@ def test_start_errors(library, tmp_path):
     assert line.startswith(f"library-syncer: error: web server cannot listen on 127.0.0.1:{port}: ")
     line = _error_line(cli("serve", library, "--host", "192.0.2.1", "--port", str(free_port())))
     assert "cannot listen on 192.0.2.1:" in line
+    line = _error_line(cli("serve", library, "--port", "1", env={"TLS_NAME": "lib.example.org"}))
+    assert "tls_name (lib.example.org): serve has no automatic ACME certificate" in line
+
+
+def test_ipv6_loopback_and_browse_from_environment(library):
+    port = free_port("::1")
+    s = Served(library, "--host", "::1", "--port", port, env={"LIBRARY_BROWSE": "true"})
+    try:
+        assert f"  http://[::1]:{port}/lib.json" in s.wait_started()
+        r = requests.get(f"http://[::1]:{port}/")
+        assert r.status_code == 200 and 'href="lib.json"' in r.text
+    finally:
+        assert s.stop()[0] == 0
 
 
 def test_follows_published_generation(tmp_path):

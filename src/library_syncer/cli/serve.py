@@ -62,6 +62,11 @@ def command(path: Path | None, **kwargs) -> None:
         thumbprint = sha1_thumbprint(tls[0])
         log.info("TLS certificate %s, SHA-1 thumbprint %s", tls[0], thumbprint)
         click.echo(f"TLS certificate SHA-1 thumbprint: {thumbprint}")
+    elif settings.tls_name:
+        raise ConfigError(
+            f"setting tls_name ({settings.tls_name}): serve has no automatic ACME certificate;"
+            " give --cert/--key or TLS_CUSTOM_CERT=true, or unset TLS_NAME for plain HTTP"
+        )
     elif password:
         log.warning("the library password travels in clear text over plain HTTP; consider HTTPS")
     app = create_app(_root_of(root), browse=settings.library_browse, password=password)
