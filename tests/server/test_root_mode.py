@@ -1,0 +1,110 @@
+"""Root mode: the server creates its login account and serves as it, with root-owned sshd files."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import random
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from server_fixture import _seed_host_keys, make_site_key
+from support import cli, cli_popen, free_port, wait_until
+
+from .helpers import client_env, make_library, rsync, tree_digest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="root mode needs root (CI runs as root)")
+
+
+def _free_uid() -> int:
+    while True:
+        uid = random.randint(42000, 59000)
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            return uid
+
+
+def _shadow_password(user: str) -> str:
+    for line in Path("/etc/shadow").read_text().splitlines():
+        if line.split(":")[0] == user:
+            return line.split(":")[1]
+    return ""
+
+
+def test_root_mode_creates_the_account_and_serves_as_it(tmp_path):
+    # Outside /tmp: sshd's StrictModes refuses authorized_keys below a world-writable folder.
+    base = Path(tempfile.mkdtemp(prefix="library-syncer-test-", dir="/var/lib"))
+    base.chmod(0o755)
+    user, uid = f"lstest{random.randint(0, 10**6)}", _free_uid()
+    env = {"SYNCER_USER": user, "SYNCER_UID": str(uid)}
+    proc = None
+    try:
+        lib = make_library(base)
+        keys = base / "keys"
+        key = make_site_key(keys, tmp_path / "private", "site1")
+        state = base / "state"
+        state.mkdir(mode=0o755)
+        _seed_host_keys(state, base)
+        port = free_port()
+        args = ["server", "--library", lib, "--keys", keys, "--state-dir", state,
+                "--ssh-host", "127.0.0.1", "--port", str(port)]
+
+        # The account cannot read the library: refused with the reason.
+        lib.chmod(0o700)
+        r = cli(*args, env=env)
+        assert r.returncode == 2, r.stderr
+        assert f"setting library: the account {user} cannot read {lib}" in r.stderr
+        pw = pwd.getpwnam(user)  # created by that start
+        assert (pw.pw_uid, pw.pw_shell) == (uid, "/bin/sh")
+        assert _shadow_password(user) == "*"  # no password can match
+        lib.chmod(0o755)
+
+        # An existing account with another uid is not silently reused.
+        r = cli(*args, env=dict(env, SYNCER_UID=str(uid + 1)))
+        assert r.returncode == 2 and f"the account {user} already exists with uid {uid}" in r.stderr
+
+        host_key = cli(*args, "--print-host-key", env=env).stdout.strip()
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
+        log = tmp_path / "server.log"
+        with open(log, "wb") as fh:
+            proc = cli_popen(*args, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        wait_until(lambda: proc.poll() is not None or "Server listening on" in log.read_text(), 30, "the server")
+        assert proc.poll() is None, log.read_text()
+
+        config = (state / "sshd_config").read_text()
+        assert f"AllowUsers {user}\n" in config and "StrictModes yes\n" in config
+        assert "PermitRootLogin no\n" in config
+        st = (state / "authorized_keys").stat()
+        assert st.st_uid == 0 and st.st_mode & 0o022 == 0
+
+        rsh = (f"ssh -F /dev/null -p {port} -i {key} -o BatchMode=yes -o StrictHostKeyChecking=yes "
+               f"-o UserKnownHostsFile={known_hosts}")
+        dest = tmp_path / "dest"
+        r = rsync("-a", "-e", rsh, f"{user}@127.0.0.1:/", f"{dest}/")
+        assert r.returncode == 0, r.stderr + log.read_text()
+        assert tree_digest(dest) == tree_digest(lib)
+        # Pulled as the account itself, not as root.
+        assert f"Starting session: forced-command (config)" in log.read_text()
+        assert f"for {user} from 127.0.0.1" in log.read_text()
+
+        # The same key as root (or any other account) is refused.
+        r = subprocess.run([*rsh.split(), "root@127.0.0.1", "true"], capture_output=True, text=True,
+                           timeout=30, env=client_env(), stdin=subprocess.DEVNULL)
+        assert r.returncode == 255 and "Permission denied" in r.stderr
+
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        subprocess.run(["userdel", user], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+    with pytest.raises(KeyError):
+        pwd.getpwnam(user)
