@@ -28,6 +28,7 @@ from .rules import (
     check_basic_auth,
     content_type_for,
     etag_of,
+    is_hidden,
     range_allowed,
     render_listing,
     split_request_path,
@@ -37,7 +38,7 @@ from .rules import (
 RESERVED_PREFIX = "/_syncer/"
 
 ROOT_PROVIDER = web.AppKey("library_root", Callable[[], Path])
-PUBLIC_PATHS = web.AppKey("public_paths", set)
+PUBLIC_PATHS = web.AppKey("public_paths", set[str])
 
 _RESERVED_SEGMENT = RESERVED_PREFIX.strip("/")
 
@@ -74,16 +75,16 @@ class _LibraryFile(web.FileResponse):
         return writer
 
 
-def _locate(root: Path, parts: tuple[str, ...]) -> _Found | None:
-    """The file or folder ``parts`` names under ``root``, or None if it must not be served."""
+def _locate(provider: Callable[[], Path], parts: tuple[str, ...]) -> _Found | None:
+    """The file or folder ``parts`` names under the current root, or None if it must not be served."""
     try:
-        base = root.resolve(strict=True)
+        base = Path(provider()).resolve(strict=True)  # once per request: a switch affects later ones
         target = base.joinpath(*parts).resolve(strict=True)
         rel = target.relative_to(base)
         st = target.stat()
     except (OSError, RuntimeError, ValueError):  # missing, symlink loop, outside the root
         return None
-    if any(p.startswith(".") for p in rel.parts):
+    if is_hidden(rel.parts):
         return None  # a symlink into a dot-folder
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
         return None
@@ -93,20 +94,17 @@ def _locate(root: Path, parts: tuple[str, ...]) -> _Found | None:
 def _list_dir(folder: Path, base: Path) -> list[Entry]:
     """Entries of ``folder`` that would be served from ``base``: no dot-names, no escapes."""
     entries = []
-    with os.scandir(folder) as it:
-        for d in it:
-            if d.name.startswith("."):
-                continue
-            try:
-                real = Path(d.path).resolve(strict=True)
-                rel = real.relative_to(base)
-                st = real.stat()
-            except (OSError, RuntimeError, ValueError):
-                continue
-            if any(p.startswith(".") for p in rel.parts):
-                continue
-            if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
-                entries.append(Entry(d.name, stat.S_ISDIR(st.st_mode), st.st_size, st.st_mtime))
+    for name in os.listdir(folder):
+        if name.startswith("."):
+            continue
+        try:
+            real = (folder / name).resolve(strict=True)
+            rel = real.relative_to(base)
+            st = real.stat()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if not is_hidden(rel.parts) and (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+            entries.append(Entry(name, stat.S_ISDIR(st.st_mode), st.st_size, st.st_mtime))
     return entries
 
 
@@ -121,8 +119,7 @@ class _Library:
         parts = split_request_path(request.rel_url.raw_path)
         if parts is None or parts[:1] == (_RESERVED_SEGMENT,):
             raise web.HTTPNotFound()
-        root = Path(self.provider())  # once per request: a switch affects only later requests
-        found = await asyncio.to_thread(_locate, root, parts)
+        found = await asyncio.to_thread(_locate, self.provider, parts)
         if found is None:
             raise web.HTTPNotFound()
         if stat.S_ISDIR(found.st.st_mode):
@@ -138,7 +135,10 @@ class _Library:
         raw = request.rel_url.raw_path
         if not raw.endswith("/"):
             raise web.HTTPMovedPermanently(raw + "/")
-        entries = await asyncio.to_thread(_list_dir, found.path, found.base)
+        try:
+            entries = await asyncio.to_thread(_list_dir, found.path, found.base)
+        except OSError:  # unreadable folder
+            raise web.HTTPNotFound() from None
         page = render_listing(found.parts, entries)
         return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
