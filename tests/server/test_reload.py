@@ -53,3 +53,24 @@ def test_add_and_revoke_sites_while_a_transfer_runs(tmp_path):
         assert "Server listening on" in server.log_text()
         log = server.log_text()
         assert "site site2: session from 127.0.0.1" in log
+
+
+def test_from_limits_and_awkward_library_path(tmp_path):
+    lib = make_library(tmp_path / "it's a library")
+    with running_server(tmp_path, lib) as server:
+        dest = tmp_path / "dest"
+        r = rsync("-a", "-e", server.ssh_command(), server.remote("/"), f"{dest}/")
+        assert r.returncode == 0, r.stderr
+        assert (dest / "item-a" / "vm.ovf").exists()
+        # Limit site1 to another network: refused from loopback once reloaded.
+        (server.keys_dir / "sites.toml").write_text('[site1]\nfrom = ["192.0.2.0/24"]\n')
+        server.reload()
+        wait_until(lambda: "reloaded keys" in server.log_text(), 20, "the reload")
+        assert 'from="192.0.2.0/24"' in (server.state_dir / "authorized_keys").read_text()
+        r = rsync("-a", "-e", server.ssh_command(), server.remote("/"), f"{tmp_path / 'again'}/")
+        assert r.returncode != 0 and "Permission denied" in r.stderr, r.stderr
+        # A broken keys config keeps the previous keys instead of dropping the limit.
+        (server.keys_dir / "sites.toml").write_text("[site1\n")
+        server.reload()
+        wait_until(lambda: "keeping the previous keys" in server.log_text(), 20, "the failed reload")
+        assert 'from="192.0.2.0/24"' in (server.state_dir / "authorized_keys").read_text()
