@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
+from pathlib import Path
 
 from server_fixture import make_site_key, running_server
 from support import wait_until
@@ -74,3 +76,15 @@ def test_from_limits_and_awkward_library_path(tmp_path):
         server.reload()
         wait_until(lambda: "keeping the previous keys" in server.log_text(), 20, "the failed reload")
         assert 'from="192.0.2.0/24"' in (server.state_dir / "authorized_keys").read_text()
+
+
+def test_sshd_restarted_when_it_dies(tmp_path):
+    lib = make_library(tmp_path)
+    with running_server(tmp_path, lib) as server:
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text().split()
+        sshd = next(int(c) for c in children if "sshd" in Path(f"/proc/{c}/cmdline").read_text())
+        os.kill(sshd, signal.SIGKILL)
+        wait_until(lambda: "restarting in" in server.log_text(), 20, "the restart notice")
+        wait_until(lambda: server.log_text().count("Server listening on") == 2, 20, "sshd to listen again")
+        r = rsync("-a", "-e", server.ssh_command(), server.remote("/"), f"{tmp_path / 'dest'}/")
+        assert r.returncode == 0, r.stderr

@@ -190,7 +190,7 @@ def ensure_account(name: str, uid: int) -> pwd.struct_passwd:
         )
     if _password_field(name).startswith("!"):
         # sshd (without PAM) refuses a locked account even for key logins; '*' keeps passwords unusable.
-        subprocess.run(["usermod", "-p", "*", name], check=True, capture_output=True)
+        subprocess.run([keymod.find_tool("usermod", "passwd"), "-p", "*", name], check=True, capture_output=True)
         log.info("account %s: locked password replaced by '*' (no password can match)", name)
     return pw
 

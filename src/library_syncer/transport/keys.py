@@ -100,10 +100,9 @@ def check_not_writable_by_others(path: Path, what: str) -> None:
     except OSError as exc:
         raise ConfigError(f"{what} {path}: cannot read ({exc.strerror})") from None
     if mode & 0o022:
-        fix = "go-w"
         raise ConfigError(
             f"{what} {path} has unsafe permissions {stat.S_IMODE(mode):04o} (group/world-writable): "
-            f"run chmod {fix} {path}"
+            f"run chmod go-w {path}"
         )
 
 
