@@ -88,3 +88,23 @@ def test_sshd_restarted_when_it_dies(tmp_path):
         wait_until(lambda: server.log_text().count("Server listening on") == 2, 20, "sshd to listen again")
         r = rsync("-a", "-e", server.ssh_command(), server.remote("/"), f"{tmp_path / 'dest'}/")
         assert r.returncode == 0, r.stderr
+
+
+def test_sigterm_stops_promptly_during_a_transfer(tmp_path):
+    lib = make_library(tmp_path)
+    (lib / "big").mkdir()
+    (lib / "big" / "disk.vmdk").write_bytes(os.urandom(2_500_000))
+    with running_server(tmp_path, lib) as server:
+        slow = subprocess.Popen(
+            ["rsync", "-a", "--bwlimit=300", "-e", server.ssh_command(), server.remote("/big/"), f"{tmp_path / 'd'}/"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=client_env(),
+        )
+        try:
+            wait_until(lambda: "site site1: Starting session" in server.log_text(), 20, "the session")
+            server.proc.terminate()
+            assert server.proc.wait(10) == 0
+            assert slow.poll() is None  # the listener stopped; the running session was not cut
+            assert "stopped" in server.log_text()
+        finally:
+            slow.kill()
+            slow.wait(10)

@@ -22,6 +22,7 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -324,38 +325,40 @@ async def _supervise(plan: ServerPlan) -> int:
     folder = LogFolder({k.fingerprint: k.site for k in plan.keys})
     sites = sorted({k.site for k in plan.keys})
     log.info("serving %s read-only to %d site(s) (%s) as %s on %s:%d",
-             plan.setup.command.split()[-1], len(sites), ", ".join(sites), plan.setup.user,
+             plan.settings.library.absolute(), len(sites), ", ".join(sites), plan.setup.user,
              plan.setup.listen_host, plan.setup.port)
     failures: list[float] = []
     while True:
         started = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            plan.tools.sshd, "-D", "-e", "-f", str(plan.config_file),
+        proc = subprocess.Popen(
+            [plan.tools.sshd, "-D", "-e", "-f", str(plan.config_file)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_sshd_env(),
         )
-        reader = asyncio.create_task(_fold_log(proc.stderr, folder))
-        exited = asyncio.create_task(proc.wait())
+        # Sessions inherit sshd's stderr, so the pipe may outlive sshd: a thread folds its
+        # lines until every writer is gone, and exit is awaited on the process alone.
+        reader = threading.Thread(target=_fold_log, args=(proc.stderr, folder), daemon=True)
+        reader.start()
+        exited = asyncio.ensure_future(asyncio.to_thread(proc.wait))
         while not exited.done():
-            waiters = [exited, asyncio.create_task(stop.wait()), asyncio.create_task(reload.wait())]
+            waiters = [exited, asyncio.ensure_future(stop.wait()), asyncio.ensure_future(reload.wait())]
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters[1:]:
                 w.cancel()
             if stop.is_set():
-                if proc.returncode is None:
+                if proc.poll() is None:
                     proc.terminate()
                     try:
-                        await asyncio.wait_for(exited, 20)
+                        await asyncio.wait_for(asyncio.shield(exited), 20)
                     except asyncio.TimeoutError:
                         proc.kill()
                         await exited
-                await reader
+                reader.join(1.0)
                 log.info("stopped")
                 return 0
             if reload.is_set():
                 reload.clear()
                 keys = reload_keys(plan)
                 folder.sites = {k.fingerprint: k.site for k in keys}
-        await reader
         code = proc.returncode
         now = time.monotonic()
         failures = [t for t in failures if now - t < 60] + [now]
@@ -372,11 +375,8 @@ async def _supervise(plan: ServerPlan) -> int:
             pass
 
 
-async def _fold_log(stream: asyncio.StreamReader, folder: LogFolder) -> None:
-    while True:
-        raw = await stream.readline()
-        if not raw:
-            return
+def _fold_log(stream, folder: LogFolder) -> None:
+    for raw in stream:
         line = raw.decode(errors="replace").strip()
         if line:
             sshd_log.info("%s", folder.fold(line))
