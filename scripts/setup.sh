@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(rsync openssh-server openssh-client iproute2 nftables curl)
+APT_PACKAGES=(rsync openssh-server openssh-client openssl bsdutils passwd iproute2 nftables curl)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -16,6 +16,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+mkdir -p /run/sshd && chmod 0755 /run/sshd  # sshd privilege separation folder
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then

@@ -1,0 +1,48 @@
+"""``library-syncer client``: the remote-site daemon (the original client container)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from . import setting_options, settings_from
+from ..errors import ConfigError
+
+CLIENT_SETTINGS = (
+    "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts",
+    "sync_schedule", "sync_delay", "sync_delay_max_seconds", "sync_max_bw", "sync_timeout",
+    "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard", "sync_allow_mass_delete",
+    "library", "library_name", "library_browse", "library_password_file", "http_host", "http_port",
+    "tls_name", "tls_custom_cert", "certs_dir", "tls_cert", "tls_key", "tz", "state_dir", "keys_dir",
+    "generation_grace_seconds",
+)
+
+
+@click.command("client")
+@setting_options(*CLIENT_SETTINGS)
+def command(**values) -> None:
+    """Run a remote site: serve the library, sync now, then on SYNC_SCHEDULE.
+
+    Pulls the library from SYNC_PEER over rsync+SSH into a private staging tree,
+    regenerates the Content Library manifest and publishes each good result as a
+    new immutable generation (one atomic switch). vCenter subscribes to
+    http(s)://HOST:PORT/lib.json.
+    """
+    from ..daemon.client import ClientDaemon
+
+    settings = settings_from(click.get_current_context(), values)
+    if not settings.sync_peer:
+        raise ConfigError("setting sync_peer (SYNC_PEER / --sync-peer) is required for the client")
+    if settings.tls_name and not settings.tls_files():
+        raise ConfigError(
+            "setting tls_name (TLS_NAME): automatic ACME certificates are not available yet; "
+            "set TLS_CUSTOM_CERT=true with cert.pem/key.pem in the certs folder"
+        )
+    daemon = ClientDaemon(settings)
+
+    def started(urls: list[str]) -> None:
+        for url in urls:
+            click.echo(f"Subscription URL: {url}")
+
+    asyncio.run(daemon.run(on_started=started))
