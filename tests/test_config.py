@@ -70,3 +70,11 @@ def test_cli_version_and_help():
     assert r.returncode == 0 and "library-syncer" in r.stdout
     r = cli("--help")
     assert r.returncode == 0 and "Content Library" in r.stdout
+
+
+def test_readme_configuration_table_matches_the_model():
+    import subprocess, sys
+    root = Path(__file__).resolve().parent.parent
+    table = subprocess.run([sys.executable, str(root / "scripts" / "config_table.py")], capture_output=True,
+                           text=True, check=True).stdout.strip()
+    assert table in (root / "README.md").read_text(), "README table is stale: rerun scripts/config_table.py"
