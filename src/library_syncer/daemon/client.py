@@ -72,17 +72,9 @@ class ClientDaemon:
         self.rng = rng or random.Random()
         self.stop = asyncio.Event()
         self._thread_stop = threading.Event()
-        self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()
 
     # -- syncs ---------------------------------------------------------------------------
-    def request_sync(self) -> tuple[str, bool]:
-        """Ask for a sync now; returns (run id, started). A running sync is not doubled."""
-        if self.state.running:
-            return self.state.running, False
-        self._wakeup.set()
-        return "pending", True
-
     async def sync_once(self, trigger: str) -> SyncResult | None:
         """Run one sync in a worker thread unless one is already running."""
         if self._lock.locked():
@@ -112,12 +104,12 @@ class ClientDaemon:
         """Sleep until ``when`` (wall clock, re-checked each minute); False if stopped."""
         while not self.stop.is_set():
             remaining = (when - datetime.now(timezone.utc)).total_seconds()
-            if remaining <= 0 or self._wakeup.is_set():
+            if remaining <= 0:
                 return True
-            waiters = [asyncio.ensure_future(self.stop.wait()), asyncio.ensure_future(self._wakeup.wait())]
-            await asyncio.wait(waiters, timeout=min(remaining, 60), return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()
+            try:
+                await asyncio.wait_for(self.stop.wait(), timeout=min(remaining, 60))
+            except asyncio.TimeoutError:
+                pass
         return False
 
     async def scheduler(self) -> None:
@@ -133,9 +125,7 @@ class ClientDaemon:
                      f", random delay {delay:.0f}s" if s.sync_delay else "")
             if not await self._sleep_until(when):
                 break
-            trigger = "on demand" if self._wakeup.is_set() else "schedule"
-            self._wakeup.clear()
-            await self.sync_once(trigger)
+            await self.sync_once("schedule")
 
     # -- lifecycle -----------------------------------------------------------------------
     def _on_signal(self, signame: str) -> None:
