@@ -210,7 +210,7 @@ def test_root_switch_during_download(tmp_path):
                     {0: mark * 16, size - 16: mark * 16})
     current = lib / "current"
     current.symlink_to(".library-syncer/generations/000001")
-    with ServerThread(create_app(lambda: current.resolve())) as srv:
+    with ServerThread(create_app(lambda client, parts: current.resolve())) as srv:
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
         conn.request("GET", "/item/disk.vmdk")
         resp = conn.getresponse()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
-from typing import Callable
 
 import click
 
@@ -13,16 +12,6 @@ from ..errors import ConfigError
 from . import setting_options, settings_from
 
 log = logging.getLogger(__name__)
-
-
-def _root_of(path: Path) -> Callable[[], Path]:
-    """What to serve: the published generation when PATH holds one (followed across switches), else PATH."""
-    from ..publish.generations import current_root
-
-    def root() -> Path:
-        return current_root(path) or path
-
-    return root
 
 
 @click.command("serve")
@@ -69,7 +58,12 @@ def command(path: Path | None, **kwargs) -> None:
         )
     elif password:
         log.warning("the library password travels in clear text over plain HTTP; consider HTTPS")
-    app = create_app(_root_of(root), browse=settings.library_browse, password=password)
+    from ..publish.pins import GenerationPins
+
+    # PATH's published generations when it holds them (each subscriber pinned to the one it
+    # started reading), else PATH itself.
+    pins = GenerationPins(root, settings.generation_grace_seconds, fallback=root)
+    app = create_app(pins, browse=settings.library_browse, password=password)
 
     def started(urls: list[str]) -> None:
         click.echo(f"Serving {root}; subscribe vCenter to:")

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Settings
-from ..publish.generations import current_root
+from ..publish.generations import Layout
+from ..publish.pins import GenerationPins
 from .schedule import next_run, random_delay
 from .sync import SyncResult, run_sync
 
@@ -49,18 +50,11 @@ class ClientState:
         return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{next(self._ids)}"
 
 
-def served_root(library: Path) -> Callable[[], Path]:
-    """Root provider for the web app: the current generation, or an empty folder before the first."""
-    empty = library / ".library-syncer" / "empty"
-
-    def root() -> Path:
-        current = current_root(library)
-        if current is not None:
-            return current
-        empty.mkdir(parents=True, exist_ok=True)
-        return empty
-
-    return root
+def served_root(settings: Settings) -> GenerationPins:
+    """Root provider for the web app: the generation each subscriber reads, an empty folder before the first."""
+    empty = Layout(settings.library).meta / "empty"
+    empty.mkdir(parents=True, exist_ok=True)
+    return GenerationPins(settings.library, settings.generation_grace_seconds, fallback=empty)
 
 
 class ClientDaemon:
@@ -143,7 +137,7 @@ class ClientDaemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig.name)
-        app = create_app(served_root(s.library), browse=s.library_browse, password=s.library_password_value())
+        app = create_app(served_root(s), browse=s.library_browse, password=s.library_password_value())
         if extra_routes is not None:
             extra_routes(app)
         ssl_context = None

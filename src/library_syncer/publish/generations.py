@@ -199,6 +199,19 @@ def switch_current(library: Path, number: int) -> None:
     _fsync_dir(library)
 
 
+def lease_path(library: Path, number: int) -> Path:
+    """The lease file a web server touches while subscribers read generation ``number``."""
+    return Layout(library).meta / "leases" / Layout(library).generation(number).name
+
+
+def leased(library: Path, number: int, grace_seconds: float, now: float) -> bool:
+    """True if a web server served from generation ``number`` within the grace period."""
+    try:
+        return now - lease_path(library, number).stat().st_mtime < grace_seconds
+    except OSError:
+        return False
+
+
 def retired_at(library: Path, number: int) -> float | None:
     """When generation ``number`` stopped being served: the time the next one was published."""
     later = [n for n in list_generations(library) if n > number]
@@ -208,7 +221,8 @@ def retired_at(library: Path, number: int) -> float | None:
 
 
 def prune(library: Path, grace_seconds: float, *, now: float | None = None) -> list[int]:
-    """Remove old generations: never the current and the previous one; others once retired for the grace period.
+    """Remove old generations: never the current and the previous one; others once retired, and not
+    read by a pinned subscriber (see ``pins``), for the grace period.
 
     Leftovers of an interrupted publication (temporary folders, generations newer
     than the current one) are removed too.  Returns the numbers removed.
@@ -227,13 +241,15 @@ def prune(library: Path, grace_seconds: float, *, now: float | None = None) -> l
             continue
         if n < current:
             retired = retired_at(library, n)
-            if retired is None or now - retired < grace_seconds:
+            if retired is None or now - retired < grace_seconds or leased(library, n, grace_seconds, now):
                 continue
         shutil.rmtree(lay.generation(n), ignore_errors=True)
         removed.append(n)
     for entry in os.scandir(lay.generations):
         if entry.name.startswith(".tmp-"):
             shutil.rmtree(entry.path, ignore_errors=True)
+    for n in removed:
+        lease_path(library, n).unlink(missing_ok=True)
     if removed:
         log.info("removed old generations %s", ", ".join(map(str, removed)))
     return removed

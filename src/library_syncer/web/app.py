@@ -37,7 +37,10 @@ from .rules import (
 
 RESERVED_PREFIX = "/_syncer/"
 
-ROOT_PROVIDER = web.AppKey("library_root", Callable[[], Path])
+RootProvider = Callable[[str, tuple[str, ...]], Path]
+"""``provider(client, parts)``: the folder to answer a request for ``parts`` from ``client`` (its address)."""
+
+ROOT_PROVIDER = web.AppKey("library_root", RootProvider)
 PUBLIC_PATHS = web.AppKey("public_paths", set[str])
 
 _RESERVED_SEGMENT = RESERVED_PREFIX.strip("/")
@@ -75,10 +78,10 @@ class _LibraryFile(web.FileResponse):
         return writer
 
 
-def _locate(provider: Callable[[], Path], parts: tuple[str, ...]) -> _Found | None:
-    """The file or folder ``parts`` names under the current root, or None if it must not be served."""
+def _locate(provider: RootProvider, client: str, parts: tuple[str, ...]) -> _Found | None:
+    """The file or folder ``parts`` names under the client's root, or None if it must not be served."""
     try:
-        base = Path(provider()).resolve(strict=True)  # once per request: a switch affects later ones
+        base = Path(provider(client, parts)).resolve(strict=True)  # once per request
         target = base.joinpath(*parts).resolve(strict=True)
         rel = target.relative_to(base)
         st = target.stat()
@@ -111,7 +114,7 @@ def _list_dir(folder: Path, base: Path) -> list[Entry]:
 class _Library:
     """The catch-all handler serving the current root."""
 
-    def __init__(self, provider: Callable[[], Path], browse: bool) -> None:
+    def __init__(self, provider: RootProvider, browse: bool) -> None:
         self.provider = provider
         self.browse = browse
 
@@ -119,7 +122,7 @@ class _Library:
         parts = split_request_path(request.rel_url.raw_path)
         if parts is None or parts[:1] == (_RESERVED_SEGMENT,):
             raise web.HTTPNotFound()
-        found = await asyncio.to_thread(_locate, self.provider, parts)
+        found = await asyncio.to_thread(_locate, self.provider, request.remote or "", parts)
         if found is None:
             raise web.HTTPNotFound()
         if stat.S_ISDIR(found.st.st_mode):
@@ -156,14 +159,15 @@ def _auth_middleware(password: str):
 
 
 def create_app(
-    root: Path | Callable[[], Path], *, browse: bool = False, password: str | None = None
+    root: Path | RootProvider, *, browse: bool = False, password: str | None = None
 ) -> web.Application:
-    """The web app serving ``root`` (a folder, or a function returning the current folder).
+    """The web app serving ``root``: a folder, or a :data:`RootProvider` choosing one per request
+    (e.g. ``publish.pins.GenerationPins``, which follows generation switches per subscriber).
 
     ``browse`` enables HTML folder listings (otherwise a folder, ``/`` included, is 404);
     ``password`` requires HTTP Basic auth as user ``vcsp`` on every path not in PUBLIC_PATHS.
     """
-    provider: Callable[[], Path] = root if callable(root) else (lambda: root)  # type: ignore[assignment]
+    provider: RootProvider = root if callable(root) else (lambda client, parts: root)  # type: ignore[assignment]
     app = web.Application(middlewares=[_auth_middleware(password)] if password else [])
     app[ROOT_PROVIDER] = provider
     app[PUBLIC_PATHS] = set()
