@@ -91,6 +91,58 @@ class Settings(BaseSettings):
         description="Seconds running downloads may take to finish when the web server stops",
     )
 
+    # --- automatic HTTPS (TLS_NAME without TLS_CUSTOM_CERT: Caddy in front, ACME) ------
+    acme_ca: str | None = Field(
+        None, validation_alias=_env("SYNCER_ACME_CA"),
+        description="ACME directory URL for automatic certificates (unset: Caddy's default public CAs)",
+    )
+    acme_email: str | None = Field(
+        None, validation_alias=_env("SYNCER_ACME_EMAIL"),
+        description="Contact e-mail given to the ACME CA",
+    )
+    acme_ca_root: Path | None = Field(
+        None, validation_alias=_env("SYNCER_ACME_CA_ROOT"),
+        description="PEM file of the CA that signs the ACME server's own TLS certificate (private ACME CAs)",
+    )
+    acme_http_port: int = Field(
+        80, ge=1, le=65535, validation_alias=_env("SYNCER_ACME_HTTP_PORT"),
+        description="Port of the plain-HTTP listener for ACME HTTP challenges and redirects",
+    )
+
+    # --- operability: status page, API, metrics, health, webhook, fleet view ---------
+    admin_token_file: Path | None = Field(
+        None, validation_alias=_env("SYNCER_ADMIN_TOKEN_FILE"),
+        description="File holding the admin token for the status page, API and on-demand syncs",
+    )
+    admin_token: SecretStr | None = Field(
+        None, validation_alias=_env("SYNCER_ADMIN_TOKEN"),
+        description="Admin token (environment or TOML only, never a flag)",
+    )
+    status_port: int | None = Field(
+        None, ge=1, le=65535, validation_alias=_env("SYNCER_STATUS_PORT"),
+        description="Serve /_syncer/ (status, API, metrics, health) on this port only (unset: the library port)",
+    )
+    stale_after_seconds: int = Field(
+        8 * 86400, ge=1, validation_alias=_env("SYNCER_STALE_AFTER"),
+        description="/readyz fails when the last successful sync is older than this",
+    )
+    webhook_url: str | None = Field(
+        None, validation_alias=_env("SYNCER_WEBHOOK_URL"),
+        description="URL POSTed a small JSON document when a sync fails and when it recovers",
+    )
+    fleet_host: str = Field(
+        "0.0.0.0", validation_alias=_env("SYNCER_FLEET_HOST"),
+        description="Address of the server's fleet view, metrics and health web server",
+    )
+    fleet_port: int | None = Field(
+        None, ge=1, le=65535, validation_alias=_env("SYNCER_FLEET_PORT"),
+        description="Port of the server's fleet view, metrics and health web server (unset: none)",
+    )
+    site_silent_after_seconds: int = Field(
+        8 * 86400, ge=1, validation_alias=_env("SYNCER_SITE_SILENT_AFTER"),
+        description="The fleet view flags a site not seen for longer than this",
+    )
+
     # --- general ----------------------------------------------------------------------
     tz: str | None = Field(None, validation_alias=_env("TZ"), description="Time zone of the schedule")
     state_dir: Path | None = Field(
@@ -232,6 +284,13 @@ class Settings(BaseSettings):
             raise ValueError("expected rsync --bwlimit syntax such as 0, 500, 1.5m or 2M")
         return v
 
+    @field_validator("webhook_url", "acme_ca")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v or None
+
     @field_validator("sync_peer", "tls_name")
     @classmethod
     def _no_blank_host(cls, v: str | None) -> str | None:
@@ -270,6 +329,20 @@ class Settings(BaseSettings):
             return text
         if self.library_password is not None:
             return self.library_password.get_secret_value() or None
+        return None
+
+    def admin_token_value(self) -> str | None:
+        """The admin token from the file or the setting, or None when unset."""
+        if self.admin_token_file is not None:
+            try:
+                text = self.admin_token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"admin_token_file {self.admin_token_file}: cannot read ({exc.strerror})") from None
+            if not text:
+                raise ConfigError(f"admin_token_file {self.admin_token_file}: file is empty")
+            return text
+        if self.admin_token is not None:
+            return self.admin_token.get_secret_value() or None
         return None
 
     def tls_files(self) -> tuple[Path, Path] | None:
@@ -332,7 +405,7 @@ def load_settings(
             source = "default"
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
-        shown = "" if "password" in field or isinstance(value, dict) else f" (got {value!r})"
+        shown = "" if "password" in field or "token" in field or isinstance(value, dict) else f" (got {value!r})"
         raise ConfigError(f"setting {field} from {source}: {msg}{shown}") from None
 
 
