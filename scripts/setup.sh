@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(rsync openssh-server openssh-client openssl bsdutils passwd iproute2 nftables curl)
+APT_PACKAGES=(rsync openssh-server openssh-client openssl bsdutils passwd iproute2 nftables curl
+              caddy pebble chromium fonts-dejavu-core)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
