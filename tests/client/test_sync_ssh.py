@@ -14,7 +14,7 @@ from library_syncer.daemon.sync import Phase, run_sync
 from library_syncer.publish import generations as gen
 from support import cli, wait_until
 
-from .sshd import sshd_server
+from server_fixture import running_server
 
 MiB = 1 << 20
 
@@ -37,7 +37,7 @@ def library(tmp_path: Path) -> Path:
 
 
 def test_cli_sync_over_ssh_tofu_then_changed_host_key(tmp_path, library):
-    with sshd_server(tmp_path, library) as server:
+    with running_server(tmp_path, library) as server:
         env = {"SYNC_PEER": server.host, "SYNC_PORT": str(server.port), "SYNC_USER": server.user,
                "SYNC_KEY": str(server.key), "SYNCER_LIBRARY": str(tmp_path / "L"),
                "SYNCER_STATE_DIR": str(tmp_path / "state"), "RSYNC_PROTECT_ARGS": "1"}
@@ -74,7 +74,7 @@ def test_delta_of_a_large_file_moves_a_small_fraction(tmp_path, library):
     with big.open("wb") as fh:
         for _ in range(size // MiB):
             fh.write(os.urandom(MiB))
-    with sshd_server(tmp_path, library) as server:
+    with running_server(tmp_path, library) as server:
         s = site_settings(tmp_path, server, sync_host_key=server.host_key_line)
         first = run_sync(s)
         assert first.ok, first.reason
@@ -111,7 +111,7 @@ def test_killed_transfer_resumes_without_resending(tmp_path, library):
     big = library / "Alpha" / "disk.vmdk"
     size = 8 * MiB
     big.write_bytes(os.urandom(size))
-    with sshd_server(tmp_path, library) as server:
+    with running_server(tmp_path, library) as server:
         s = site_settings(tmp_path, server, sync_host_key=server.host_key_line, sync_max_bw="4096")
         staging = gen.Layout(tmp_path / "L").staging
         box: list = []
@@ -140,7 +140,7 @@ def test_killed_transfer_resumes_without_resending(tmp_path, library):
 
 
 def test_unreachable_peer_and_refused_key(tmp_path, library):
-    with sshd_server(tmp_path, library) as server:
+    with running_server(tmp_path, library) as server:
         s = site_settings(tmp_path, server, sync_host_key=server.host_key_line)
         other_key = tmp_path / "stranger"
         os.system(f"ssh-keygen -q -t ed25519 -N '' -f {other_key}")
