@@ -83,7 +83,8 @@ def test_first_sync_then_nothing_then_deletion(tmp_path):
     shutil.rmtree(src / "Gamma")
     (src / "Beta" / "b.iso").unlink()  # folder stays, empty at the source
     events.clear()
-    third = run_sync(settings(tmp_path), source=str(src), on_event=events.append)
+    # 2 of 3 items go (Beta counts once rsync has emptied it): above the default guard's half
+    third = run_sync(settings(tmp_path, sync_delete_guard=0.9), source=str(src), on_event=events.append)
     assert third.ok, third.reason
     assert third.generation == 2 and third.items == 1 and third.files_deleted >= 2
     assert any(isinstance(e, FileChange) and e.action == "delete" and e.path == "Gamma/" for e in events)
@@ -110,6 +111,23 @@ def test_delete_guard_refuses_empty_source_then_allowed(tmp_path):
     ok = run_sync(settings(tmp_path, sync_allow_mass_delete=True), source=str(src))
     assert ok.ok and ok.generation == 2 and ok.items == 0
     assert gen.published_items(tmp_path / "L") == set()
+
+
+def test_delete_guard_rechecks_after_the_transfer(tmp_path):
+    """Items that vanish at the source between the listing and the transfer are caught before publishing."""
+    src = make_source(tmp_path / "src", {n: {"f.iso": n.encode()} for n in "ABCD"})
+    assert run_sync(settings(tmp_path), source=str(src)).ok
+
+    def vanish(event) -> None:  # the share at the primary is unmounted while the sync runs
+        if isinstance(event, Phase) and event.name == "transfer":
+            for n in "BCD":
+                (src / n / "f.iso").unlink(missing_ok=True)
+                if (src / n).exists():
+                    (src / n).rmdir()
+
+    r = run_sync(settings(tmp_path), source=str(src), on_event=vanish)
+    assert not r.ok and r.kind == "guard" and "after the transfer" in r.reason, r.reason
+    assert gen.published_items(tmp_path / "L") == set("ABCD") and gen.current_generation(tmp_path / "L") == 1
 
 
 def test_stop_interrupts_and_keeps_what_is_served(tmp_path):

@@ -412,7 +412,7 @@ class _Run:
     def run(self) -> SyncResult:
         s, lay = self.s, self.plan.layout
         self.any_change = False
-        published = generations.published_items(lay.library)
+        self.published = published = generations.published_items(lay.library)
         generations.seed_staging(lay.library)
         lay.staging.mkdir(parents=True, exist_ok=True)
         clock = time.monotonic()
@@ -463,6 +463,12 @@ class _Run:
         if emptied:
             log.info("removed item folders left empty: %s", ", ".join(emptied))
             self.any_change = True
+        # Second brake: the source may have lost items between the listing and the transfer.
+        staged = {e.name for e in os.scandir(lay.staging) if e.is_dir(follow_symlinks=False)
+                  and not e.name.startswith(".")}
+        refusal = delete_guard(self.published, staged, self.s.sync_delete_guard, self.s.sync_allow_mass_delete)
+        if refusal:
+            return self.finish(False, "guard", refusal.replace("delete guard:", "delete guard (after the transfer):", 1))
         self.emit(Phase("manifest"))
         try:
             report = update_manifest(lay.staging, self.s.library_name)
