@@ -8,14 +8,13 @@ the flag help names the environment variable and default of each setting, and
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from .. import __version__
+from .. import __version__, logs
 from ..config import Settings, env_names, load_settings
 from ..errors import UserError
 
@@ -65,8 +64,13 @@ def settings_from(ctx: click.Context, values: dict[str, Any]) -> Settings:
     """Merge the given flag values with env and the group's ``--config`` file."""
     fields = {k: v for k, v in values.items() if k in Settings.model_fields}
     flags = getattr(ctx.command.callback, _FLAGS_KEY, {})
-    config_file = ctx.find_root().params.get("config")
-    return load_settings(config_file, flags=flags, **fields)
+    root = ctx.find_root().params
+    if root.get("log_format"):
+        fields.setdefault("log_format", root["log_format"])
+    settings = load_settings(root.get("config"), flags=flags, **fields)
+    if settings.log_format != getattr(logs.configure, "current", "text"):  # e.g. set in the TOML file
+        logs.configure(settings.log_format, verbose=bool(root.get("verbose")))
+    return settings
 
 
 class _Group(click.Group):
@@ -99,14 +103,14 @@ class _Group(click.Group):
     help="TOML file with settings (keys are the long flag names with '_'). [env: SYNCER_CONFIG]",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug details.")
-def main(config: Path | None, verbose: bool) -> None:
+@click.option(
+    "--log-format", type=click.Choice(["text", "json"]), default=None, envvar="SYNCER_LOG_FORMAT",
+    help="Log lines as readable text or JSON objects (setting log_format). [env: SYNCER_LOG_FORMAT; default: text]",
+)
+def main(config: Path | None, verbose: bool, log_format: str | None) -> None:
     """Sync a VMware Content Library to remote sites over rsync+SSH and publish it (VCSP).
 
     Settings come from flags, then environment variables (the original container's
     names), then the --config TOML file, then defaults.
     """
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(log_format or "text", verbose=verbose)

@@ -15,7 +15,8 @@ CLIENT_SETTINGS = (
     "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard", "sync_allow_mass_delete",
     "library", "library_name", "library_browse", "library_password_file", "http_host", "http_port",
     "tls_name", "tls_custom_cert", "certs_dir", "tls_cert", "tls_key", "tz", "state_dir", "keys_dir",
-    "generation_grace_seconds",
+    "generation_grace_seconds", "status_port", "stale_after_seconds", "webhook_url", "admin_token_file",
+    "acme_ca", "acme_email", "acme_ca_root", "acme_http_port",
 )
 
 

@@ -1,7 +1,11 @@
 """The remote-site daemon: serve the published generation, sync now, then on schedule.
 
 The web server and the scheduler share one asyncio loop; each sync runs in a
-worker thread (``run_sync`` is blocking) and at most one runs at a time.
+worker thread (``run_sync`` is blocking) and at most one runs at a time, whether
+started by the schedule or on demand (``POST /_syncer/api/sync``).  Every log
+line of a sync carries its run id.  The sync history survives restarts (state
+folder), feeds the status page, the JSON API and the metrics, and a webhook is
+called when syncs start failing and when they recover.
 SIGTERM/SIGINT stop the scheduler, end a running rsync (its staging tree is
 kept so the next start resumes) and let running downloads finish.
 """
@@ -13,27 +17,35 @@ import itertools
 import logging
 import random
 import signal
+import socket
 import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Callable
 
+import aiohttp
+
 from ..config import Settings
+from ..logs import run_context
 from ..publish.generations import Layout
 from ..publish.pins import GenerationPins
+from . import status as st
+from .metrics import ClientMetrics
 from .schedule import next_run, random_delay
 from .sync import SyncResult, run_sync
 
 log = logging.getLogger(__name__)
 
+HISTORY_SIZE = 50
+WEBHOOK_TRIES = 3
+
 
 @dataclass
 class ClientState:
-    """What the daemon knows about its syncs (read by status pages and the API)."""
+    """What the daemon knows about its syncs (read by the status page, API and metrics)."""
 
-    history: deque[SyncResult] = field(default_factory=lambda: deque(maxlen=50))
+    history: deque[SyncResult] = field(default_factory=lambda: deque(maxlen=HISTORY_SIZE))
     running: str | None = None  # run id of the sync in progress
     next_run: datetime | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -41,10 +53,6 @@ class ClientState:
     @property
     def last(self) -> SyncResult | None:
         return self.history[-1] if self.history else None
-
-    @property
-    def last_success(self) -> SyncResult | None:
-        return next((r for r in reversed(self.history) if r.ok), None)
 
     def new_run_id(self) -> str:
         return f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}-{next(self._ids)}"
@@ -63,36 +71,108 @@ class ClientDaemon:
     def __init__(self, settings: Settings, *, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.state = ClientState()
+        self.state.history.extend(st.load_history(settings.resolved_state_dir()))
+        self.metrics_ = ClientMetrics()
         self.rng = rng or random.Random()
         self.stop = asyncio.Event()
+        self.thumbprint: str | None = None
         self._thread_stop = threading.Event()
-        self._lock = asyncio.Lock()
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
 
-    # -- syncs ---------------------------------------------------------------------------
+    # -- what the status endpoints ask (web/status.py StatusSource) ------------------------
+    def status(self) -> dict[str, Any]:
+        """The status document (reads the published manifest: call from a worker thread)."""
+        s = self.settings
+        published = st.published_library(s.library)
+        self.metrics_.observe_published(published)
+        return st.client_status(
+            site=s.library_name, history=list(self.state.history), running=self.state.running,
+            next_run=self.state.next_run, published=published, now=datetime.now(timezone.utc),
+            stale_after=s.stale_after_seconds, schedule=s.sync_schedule, tz=s.tz, peer=s.sync_peer,
+            thumbprint=self.thumbprint,
+        )
+
+    def metrics(self) -> bytes:
+        """The Prometheus text, library gauges refreshed (reads files: call from a worker thread)."""
+        self.metrics_.observe_published(st.published_library(self.settings.library))
+        return self.metrics_.render()
+
+    def start_sync(self, trigger: str) -> tuple[bool, str]:
+        """Start a sync in the background unless one runs: (started, run id of the new or running sync)."""
+        if self.state.running:
+            log.info("sync (%s) not started: sync %s is running", trigger, self.state.running)
+            return False, self.state.running
+        run_id = self.state.new_run_id()
+        self.state.running = run_id
+        self.metrics_.running.set(1)
+        self._tasks[run_id] = asyncio.create_task(self._sync(run_id, trigger))
+        return True, run_id
+
+    # -- syncs -----------------------------------------------------------------------------
     async def sync_once(self, trigger: str) -> SyncResult | None:
-        """Run one sync in a worker thread unless one is already running."""
-        if self._lock.locked():
-            log.info("sync (%s) skipped: a sync is already running (%s)", trigger, self.state.running)
-            return None
-        async with self._lock:
-            run_id = self.state.new_run_id()
-            self.state.running = run_id
+        """Run one sync now and wait for it; None if one was already running."""
+        started, run_id = self.start_sync(trigger)
+        return await self._tasks[run_id] if started else None
+
+    async def _sync(self, run_id: str, trigger: str) -> SyncResult:
+        with run_context(run_id):
             log.info("sync %s started (%s)", run_id, trigger)
             try:
                 result = await asyncio.to_thread(run_sync, self.settings, stop_event=self._thread_stop)
             except Exception as exc:  # a bug must not kill the daemon: record and go on
                 log.exception("sync %s crashed", run_id)
                 now = datetime.now(timezone.utc)
-                result = SyncResult(ok=False, reason=f"internal error: {exc}", started=now, ended=now)
-            finally:
-                self.state.running = None
+                result = SyncResult(ok=False, reason=f"internal error: {exc}", started=now, ended=now, kind="error")
             result.run_id = run_id
+            previous = self.state.last
             self.state.history.append(result)
+            self.state.running = None
+            self._tasks.pop(run_id, None)
+            self.metrics_.running.set(0)
+            self.metrics_.observe_sync(result)
             if result.ok:
                 log.info("sync %s succeeded: %s", run_id, result.summary())
             else:
                 log.error("sync %s failed: %s", run_id, result.reason)
-            return result
+            try:
+                await asyncio.to_thread(st.save_history, self.settings.resolved_state_dir(), self.state.history)
+            except OSError as exc:
+                log.warning("cannot save the sync history: %s", exc)
+            event = st.webhook_event(previous, result)
+            if event and self.settings.webhook_url:
+                self._spawn(self._call_webhook(event, result))
+        return result
+
+    async def _call_webhook(self, event: str, result: SyncResult) -> None:
+        """POST the event to the webhook: a few tries, bounded; failures are logged, never raised."""
+        s = self.settings
+        payload = st.webhook_payload(
+            event, result, site=s.library_name, host=socket.gethostname(),
+            last_success=st.last_success_time(self.state.history, None))
+        timeout = aiohttp.ClientTimeout(total=10)
+        for attempt in range(1, WEBHOOK_TRIES + 1):
+            try:
+                async with aiohttp.ClientSession(timeout=timeout) as session:
+                    async with session.post(s.webhook_url, json=payload) as resp:
+                        if resp.status < 300:
+                            log.info("webhook: %s sent (HTTP %d)", event, resp.status)
+                            return
+                        problem = f"HTTP {resp.status}"
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                problem = str(exc) or type(exc).__name__
+            log.warning("webhook: %s not delivered (try %d of %d): %s", event, attempt, WEBHOOK_TRIES, problem)
+            if attempt < WEBHOOK_TRIES:
+                try:
+                    await asyncio.wait_for(self.stop.wait(), timeout=2 ** attempt)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _sleep_until(self, when: datetime) -> bool:
         """Sleep until ``when`` (wall clock, re-checked each minute); False if stopped."""
@@ -115,47 +195,65 @@ class ClientDaemon:
             delay = random_delay(s.sync_delay, s.sync_delay_max_seconds, self.rng)
             when = tick + timedelta(seconds=delay)
             self.state.next_run = when
+            self.metrics_.next_run.set(when.timestamp())
             log.info("next sync at %s (schedule %r%s)", when.isoformat(timespec="seconds"), s.sync_schedule,
                      f", random delay {delay:.0f}s" if s.sync_delay else "")
             if not await self._sleep_until(when):
                 break
-            await self.sync_once("schedule")
+            await self.sync_once("schedule")  # skipped (logged) when an on-demand sync runs
 
-    # -- lifecycle -----------------------------------------------------------------------
+    # -- lifecycle -------------------------------------------------------------------------
     def _on_signal(self, signame: str) -> None:
         log.info("%s received: stopping", signame)
         self.stop.set()
         self._thread_stop.set()
 
-    async def run(self, *, extra_routes: Callable[[Any], None] | None = None,
-                  on_started: Callable[[list[str]], None] | None = None) -> None:
-        """Serve and schedule until SIGTERM/SIGINT."""
+    def _apps(self):
+        """The library app, and the status app when the status endpoints have a port of their own."""
         from ..web.app import create_app
+        from ..web.runner import REQUEST_OBSERVER
+        from ..web.status import add_status_routes
+        from aiohttp import web
+
+        s = self.settings
+        password = s.library_password_value()
+        library = create_app(served_root(s), browse=s.library_browse, password=password)
+        library[REQUEST_OBSERVER] = self.metrics_.observe_request
+        status_app = web.Application() if s.status_port else library
+        add_status_routes(status_app, self, token=s.admin_token_value(), password=password)
+        return library, (status_app if s.status_port else None)
+
+    async def run(self, *, on_started: Callable[[list[str]], None] | None = None) -> None:
+        """Serve and schedule until SIGTERM/SIGINT."""
         from ..web.runner import serve_app
 
         s = self.settings
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig.name)
-        app = create_app(served_root(s), browse=s.library_browse, password=s.library_password_value())
-        if extra_routes is not None:
-            extra_routes(app)
+        library, status_app = self._apps()
         ssl_context = None
         tls = s.tls_files()
         if tls:
             from ..web.tls import load_tls_context, sha1_thumbprint
 
             ssl_context = load_tls_context(*tls)
-            log.info("TLS certificate %s, SHA-1 thumbprint %s", tls[0], sha1_thumbprint(tls[0]))
-        web = asyncio.create_task(serve_app(
-            app, s.http_host, s.http_port, ssl_context=ssl_context, shutdown_grace=s.shutdown_grace_seconds,
+            self.thumbprint = sha1_thumbprint(tls[0])
+            log.info("TLS certificate %s, SHA-1 thumbprint %s", tls[0], self.thumbprint)
+        servers = [asyncio.create_task(serve_app(
+            library, s.http_host, s.http_port, ssl_context=ssl_context, shutdown_grace=s.shutdown_grace_seconds,
             on_started=on_started, stop_event=self.stop, handle_signals=False,
-        ))
+        ))]
+        if status_app is not None:
+            servers.append(asyncio.create_task(serve_app(
+                status_app, s.http_host, s.status_port, ssl_context=ssl_context, shutdown_grace=1,
+                stop_event=self.stop, handle_signals=False,
+            )))
         sched = asyncio.create_task(self.scheduler())
-        done, _ = await asyncio.wait({web, sched}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({*servers, sched}, return_when=asyncio.FIRST_COMPLETED)
         self.stop.set()
         self._thread_stop.set()
-        await asyncio.gather(web, sched, return_exceptions=True)
+        await asyncio.gather(*servers, sched, *self._tasks.values(), *self._background, return_exceptions=True)
         for task in done:
             if task.exception() is not None:
                 raise task.exception()

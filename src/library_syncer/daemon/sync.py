@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Settings
+from ..logs import in_context
 from ..errors import ConfigError, UserError
 from ..publish import generations
 from ..publish.generations import Layout
@@ -245,7 +246,7 @@ def _run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: t
             if len(err_chunks) > 64:
                 del err_chunks[:32]
 
-    readers = [threading.Thread(target=read_out, daemon=True), threading.Thread(target=read_err, daemon=True)]
+    readers = [in_context(read_out), in_context(read_err)]  # log lines keep the run id
     for t in readers:
         t.start()
     stopped = False

@@ -7,8 +7,8 @@ dot-names, no symlink escapes), optional listings and the optional password.
 
 The library route matches every path except those under :data:`RESERVED_PREFIX`,
 so other modules may add routes there (``app.router.add_get(RESERVED_PREFIX +
-"status", ...)``) before the app starts; :data:`PUBLIC_PATHS` lists exact paths
-served without the password (e.g. a health check).
+"status", ...)``) before the app starts.  The library password does not apply
+under that prefix: routes there check access themselves (web/status.py does).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ RootProvider = Callable[[str, tuple[str, ...]], Path]
 """``provider(client, parts)``: the folder to answer a request for ``parts`` from ``client`` (its address)."""
 
 ROOT_PROVIDER = web.AppKey("library_root", RootProvider)
-PUBLIC_PATHS = web.AppKey("public_paths", set[str])
 
 _RESERVED_SEGMENT = RESERVED_PREFIX.strip("/")
 
@@ -149,7 +148,8 @@ class _Library:
 def _auth_middleware(password: str):
     @web.middleware
     async def auth(request: web.Request, handler):
-        if request.path in request.app[PUBLIC_PATHS] or check_basic_auth(
+        # The reserved prefix does its own access checks (web/status.py).
+        if request.path.startswith(RESERVED_PREFIX) or check_basic_auth(
             request.headers.get(hdrs.AUTHORIZATION), password
         ):
             return await handler(request)
@@ -165,12 +165,11 @@ def create_app(
     (e.g. ``publish.pins.GenerationPins``, which follows generation switches per subscriber).
 
     ``browse`` enables HTML folder listings (otherwise a folder, ``/`` included, is 404);
-    ``password`` requires HTTP Basic auth as user ``vcsp`` on every path not in PUBLIC_PATHS.
+    ``password`` requires HTTP Basic auth as user ``vcsp`` on every path outside RESERVED_PREFIX.
     """
     provider: RootProvider = root if callable(root) else (lambda client, parts: root)  # type: ignore[assignment]
     app = web.Application(middlewares=[_auth_middleware(password)] if password else [])
     app[ROOT_PROVIDER] = provider
-    app[PUBLIC_PATHS] = set()
     # Every path but the reserved prefix; aiohttp adds HEAD to GET routes.
-    app.router.add_get(r"/{path:(?!" + _RESERVED_SEGMENT + r"/).*}", _Library(provider, browse).handle, name="library")
+    app.router.add_get(r"/{path:(?!" + _RESERVED_SEGMENT + r"(/|$)).*}", _Library(provider, browse).handle, name="library")
     return app

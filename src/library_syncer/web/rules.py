@@ -151,3 +151,35 @@ def subscription_urls(host: str, port: int, *, tls: bool, hostname: str) -> list
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
     return [f"{scheme}://{shown}:{port}/lib.json"]
+
+
+def check_admin_token(header: str | None, token: str) -> bool:
+    """True when an Authorization header carries the admin token: ``Bearer TOKEN``, or Basic
+    with any user name and the token as password (so a browser can open the pages)."""
+    if not header:
+        return False
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return hmac.compare_digest(value.strip().encode(), token.encode())
+    try:
+        auth = BasicAuth.decode(header, encoding="utf-8")
+    except ValueError:
+        return False
+    return hmac.compare_digest(auth.password.encode(), token.encode())
+
+
+def status_access(action: str, *, header: str | None, token: str | None, password: str | None,
+                  loopback: bool) -> bool:
+    """Whether a request to the status endpoints may proceed.
+
+    ``action``: ``health`` (always), ``read`` (page, API, metrics: the admin token when one
+    is set, else the library password when one is set, else open), ``write`` (on-demand
+    sync: the admin token when one is set, else only from a loopback address).
+    """
+    if action == "health":
+        return True
+    if token:
+        return check_admin_token(header, token)
+    if action == "write":
+        return loopback
+    return check_basic_auth(header, password) if password else True

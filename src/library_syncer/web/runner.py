@@ -25,19 +25,26 @@ log = logging.getLogger(__name__)
 access_log = logging.getLogger("library_syncer.web.access")
 
 
+REQUEST_OBSERVER = web.AppKey("request_observer", Callable[[str, int, int], None])
+"""Optional app value called with (method, status, body bytes) after each request (metrics)."""
+
+
 class AccessLogger(AbstractAccessLogger):
     """One line per request: client, method, path, status, bytes sent, duration (no headers)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "%s %s %s %s %s %.3fs",
-            request.remote, request.method, request.rel_url.raw_path_qs,
-            response.status, _body_bytes(request, response), time,
-        )
+        sent = _body_bytes(request, response)
+        app = getattr(request, "app", None)
+        observer = app.get(REQUEST_OBSERVER) if app is not None else None
+        if observer is not None:
+            observer(request.method, response.status, sent if isinstance(sent, int) else 0)
+        if self.logger.isEnabledFor(logging.INFO):
+            self.logger.info("%s %s %s %s %s %.3fs", request.remote, request.method,
+                             request.rel_url.raw_path_qs, response.status, sent, time)
 
     @property
     def enabled(self) -> bool:
-        return self.logger.isEnabledFor(logging.INFO)
+        return True  # metrics count every request even when access lines are not logged
 
 
 def _body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int | str:

@@ -1,0 +1,115 @@
+"""``library-syncer status``: ask a running client how it is, or to sync now.
+
+Talks to the client's ``/_syncer/`` API (the same host by default), sending the
+admin token when one is configured.  Exit 0 when the answer came (and, with
+``--wait``, the sync succeeded); 1 when the client cannot be reached, refused or
+the awaited sync failed; 2 for a bad setting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import click
+
+from . import setting_options, settings_from
+from ..config import Settings
+from ..daemon.sync import human_bytes
+from ..errors import OperationFailed
+
+_WILDCARDS = ("", "0.0.0.0", "::", "[::]")
+
+
+def default_base_url(s: Settings) -> str:
+    """The client's ``/_syncer/`` URL as seen from its own host."""
+    host = "127.0.0.1" if s.http_host in _WILDCARDS else s.http_host
+    host = f"[{host}]" if ":" in host else host
+    scheme = "https" if s.tls_files() or s.tls_name else "http"
+    return f"{scheme}://{host}:{s.status_port or s.http_port}/_syncer/"
+
+
+def _loopback(url: str) -> bool:
+    try:
+        return ipaddress.ip_address((urlsplit(url).hostname or "").strip("[]")).is_loopback
+    except ValueError:
+        return urlsplit(url).hostname == "localhost"
+
+
+async def _call(method: str, url: str, token: str | None) -> tuple[int, dict]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # Our own host over HTTPS: the certificate names the public host name, not 127.0.0.1.
+    ssl = False if _loopback(url) else None
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
+            async with session.request(method, url, headers=headers, ssl=ssl) as resp:
+                if resp.status in (401, 403):
+                    why = (await resp.text()).strip() or "admin token missing or wrong (setting admin_token)"
+                    raise OperationFailed(f"the client at {url} refused: HTTP {resp.status}: {why}")
+                try:
+                    return resp.status, await resp.json(content_type=None)
+                except ValueError:
+                    raise OperationFailed(f"{url}: HTTP {resp.status}, not a library-syncer status answer") from None
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise OperationFailed(f"cannot reach the client at {url}: {exc or type(exc).__name__}") from None
+
+
+def _print(st: dict) -> None:
+    pub, last = st.get("published"), st.get("last_sync")
+    click.echo(f"{st['site']}: {'ready' if st['ready'] else 'NOT READY (' + st['ready_reason'] + ')'}")
+    if pub:
+        click.echo(f"  published: generation {pub['generation']}, library version {pub['version']}, "
+                   f"{len(pub['items'])} items, {human_bytes(pub['bytes'])}")
+    else:
+        click.echo("  published: nothing yet")
+    if last:
+        result = "ok" if last["ok"] else f"FAILED ({last['kind']}): {last['reason']}"
+        click.echo(f"  last sync: {last['run_id']} {result}; started {last['started']}, "
+                   f"{last['duration_seconds']:.0f}s, {human_bytes(last['wire_bytes'])} on the wire")
+    if st.get("running"):
+        click.echo(f"  running:   {st['running']}")
+    click.echo(f"  next run:  {st.get('next_run') or '-'} (schedule {st['schedule']}, {st['tz']})")
+    for item in (pub or {}).get("items", []):
+        click.echo(f"    {item['name']:<40} {str(item['type']):<10} {human_bytes(item['size']):>10}  "
+                   f"v{item['version']}")
+
+
+@click.command("status")
+@click.option("--url", default=None, help="The client's status URL (default: this host's, from the settings).")
+@click.option("--json", "as_json", is_flag=True, help="Print the status document as JSON.")
+@click.option("--sync-now", is_flag=True, help="Ask the client to start a sync now (not doubled if one runs).")
+@click.option("--wait", "wait_seconds", type=float, default=None, metavar="SECONDS",
+              help="With --sync-now: wait up to SECONDS for that sync to finish; exit 1 if it failed.")
+@setting_options("http_host", "http_port", "status_port", "admin_token_file", "tls_name", "tls_custom_cert")
+def command(url: str | None, as_json: bool, sync_now: bool, wait_seconds: float | None, **values) -> None:
+    """Show a running client's status (published library, last and next sync), or start a sync."""
+    settings = settings_from(click.get_current_context(), values)
+    base = url or default_base_url(settings)
+    base = base if base.endswith("/") else base + "/"
+    token = settings.admin_token_value()
+    if sync_now:
+        code, answer = asyncio.run(_call("POST", urljoin(base, "api/sync"), token))
+        run_id = answer.get("run_id") or answer.get("running")
+        click.echo(f"sync started: {run_id}" if code == 202 else f"a sync is already running: {run_id}")
+        if wait_seconds is None:
+            return
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            _, st = asyncio.run(_call("GET", urljoin(base, "api/status"), token))
+            last = st.get("last_sync") or {}
+            if last.get("run_id") == run_id:
+                if not last["ok"]:
+                    raise OperationFailed(f"sync {run_id} failed: {last['reason']}")
+                click.echo(f"sync {run_id} succeeded")
+                return
+            time.sleep(1)
+        raise OperationFailed(f"sync {run_id} still running after {wait_seconds:.0f}s")
+    _, st = asyncio.run(_call("GET", urljoin(base, "api/status"), token))
+    if as_json:
+        click.echo(json.dumps(st, indent=2))
+    else:
+        _print(st)

@@ -1,0 +1,64 @@
+"""Prometheus metrics of a site (prometheus-client, in a registry of its own)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from .sync import SyncResult
+
+PREFIX = "library_syncer"
+
+
+class ClientMetrics:
+    """Sync, library and HTTP series of one client daemon; ``render()`` gives the exposition text."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.sync_duration = Histogram(
+            f"{PREFIX}_sync_duration_seconds", "Duration of finished syncs", registry=r,
+            buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 48 * 3600))
+        self.syncs = Counter(f"{PREFIX}_syncs", "Finished syncs by result", ["result"], registry=r)
+        self.failures = Counter(f"{PREFIX}_sync_failures", "Failed syncs by reason", ["reason"], registry=r)
+        self.wire_bytes = Counter(f"{PREFIX}_sync_wire_bytes", "Bytes rsync moved over the link", registry=r)
+        self.last_wire_bytes = Gauge(f"{PREFIX}_last_sync_wire_bytes", "Bytes on the wire of the last sync",
+                                     registry=r)
+        self.last_sync = Gauge(f"{PREFIX}_last_sync_timestamp_seconds", "End of the last sync", registry=r)
+        self.last_success = Gauge(f"{PREFIX}_last_success_timestamp_seconds", "End of the last successful sync",
+                                  registry=r)
+        self.running = Gauge(f"{PREFIX}_sync_running", "1 while a sync runs", registry=r)
+        self.next_run = Gauge(f"{PREFIX}_next_sync_timestamp_seconds", "When the next scheduled sync starts",
+                              registry=r)
+        self.items = Gauge(f"{PREFIX}_items", "Items in the published library", registry=r)
+        self.library_bytes = Gauge(f"{PREFIX}_library_bytes", "Bytes of the published library", registry=r)
+        self.generation = Gauge(f"{PREFIX}_published_generation", "Number of the published generation",
+                                registry=r)
+        self.http_requests = Counter(f"{PREFIX}_http_requests", "HTTP requests answered", ["method", "status"],
+                                     registry=r)
+        self.http_bytes = Counter(f"{PREFIX}_http_sent_bytes", "Body bytes sent by the web server", registry=r)
+
+    def observe_sync(self, result: SyncResult) -> None:
+        """Count a finished sync."""
+        self.syncs.labels("ok" if result.ok else "failed").inc()
+        self.sync_duration.observe(max(result.duration, 0.0))
+        self.wire_bytes.inc(result.wire_bytes)
+        self.last_wire_bytes.set(result.wire_bytes)
+        self.last_sync.set(result.ended.timestamp())
+        if result.ok:
+            self.last_success.set(result.ended.timestamp())
+        else:
+            self.failures.labels(result.kind).inc()
+
+    def observe_published(self, published: dict | None) -> None:
+        """Set the library gauges from :func:`status.published_library`'s summary."""
+        self.items.set(len(published["items"]) if published else 0)
+        self.library_bytes.set(published["bytes"] if published else 0)
+        self.generation.set((published or {}).get("generation") or 0)
+
+    def observe_request(self, method: str, status: int, body_bytes: int) -> None:
+        """Count one answered HTTP request."""
+        self.http_requests.labels(method, str(status)).inc()
+        self.http_bytes.inc(body_bytes)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)

@@ -1,0 +1,165 @@
+"""What a site shows about itself: the published library, its syncs, readiness, webhook events.
+
+The decisions (readiness, when to call the webhook) and the assembly of the
+status document are pure functions; :func:`published_library` and the history
+file functions are the only ones that read or write files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..publish.generations import current_generation, current_root
+from .sync import SyncResult
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "client-history.json"
+
+
+# --- the published library (reads the current generation) -------------------------------
+
+
+def published_library(library: Path) -> dict[str, Any] | None:
+    """The current generation's manifest summary, or None when nothing is published (or unreadable)."""
+    root = current_root(library)
+    if root is None:
+        return None
+    try:
+        lib = json.loads((root / "lib.json").read_text())
+        items = json.loads((root / lib.get("itemsHref", "items.json")).read_text())["items"]
+        published_at = root.stat().st_mtime
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("cannot read the published manifest in %s: %s", root, exc)
+        return None
+    rows = []
+    for item in items:
+        href = str(item.get("selfHref", ""))
+        try:
+            changed = (root / href.split("/")[0] / "item.json").stat().st_mtime if href else None
+        except OSError:
+            changed = None
+        rows.append({
+            "name": item.get("name"), "type": item.get("type"), "version": item.get("version"),
+            "size": sum(int(f.get("size", 0)) for f in item.get("files", [])),
+            "files": len(item.get("files", [])), "changed": _iso(changed),
+        })
+    rows.sort(key=lambda r: str(r["name"]).lower())
+    return {
+        "generation": current_generation(library), "name": lib.get("name"), "id": lib.get("id"),
+        "version": lib.get("version"), "published_at": _iso(published_at),
+        "items": rows, "bytes": sum(r["size"] for r in rows),
+    }
+
+
+def _iso(ts: float | None) -> str | None:
+    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+# --- history kept across restarts --------------------------------------------------------
+
+
+def result_from_dict(data: dict[str, Any]) -> SyncResult:
+    """A :class:`SyncResult` from its ``to_dict()`` form."""
+    fields = {k: v for k, v in data.items() if k in SyncResult.__dataclass_fields__}
+    fields["started"] = datetime.fromisoformat(data["started"])
+    fields["ended"] = datetime.fromisoformat(data["ended"])
+    return SyncResult(**fields)
+
+
+def load_history(state_dir: Path) -> list[SyncResult]:
+    """Sync results saved by an earlier run of the daemon (oldest first); [] when none or unreadable."""
+    path = state_dir / HISTORY_FILE
+    try:
+        return [result_from_dict(d) for d in json.loads(path.read_text())]
+    except FileNotFoundError:
+        return []
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("sync history %s unreadable, starting a new one: %s", path, exc)
+        return []
+
+
+def save_history(state_dir: Path, history: Iterable[SyncResult]) -> None:
+    """Write the history atomically (temporary file, fsync, rename)."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path = state_dir / HISTORY_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump([r.to_dict() for r in history], fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# --- pure decisions ----------------------------------------------------------------------
+
+
+def last_success_time(history: Iterable[SyncResult], published_at: str | None) -> datetime | None:
+    """When the site last synced successfully: the newest ok result, else when its generation was published."""
+    ok = [r.ended for r in history if r.ok]
+    if ok:
+        return max(ok)
+    return datetime.fromisoformat(published_at) if published_at else None
+
+
+def readiness(published: dict | None, last_success: datetime | None, now: datetime,
+              stale_after: float) -> tuple[bool, str]:
+    """(ready, reason): ready when a generation is published and the last success is recent enough."""
+    if published is None:
+        return False, "nothing published yet"
+    if last_success is None:
+        return False, "no successful sync recorded"
+    age = (now - last_success).total_seconds()
+    if age > stale_after:
+        return False, (f"last successful sync {age / 3600:.1f} h ago, longer than "
+                       f"{stale_after / 3600:.1f} h (setting stale_after_seconds)")
+    return True, "ok"
+
+
+def webhook_event(previous: SyncResult | None, result: SyncResult) -> str | None:
+    """``sync_failed`` when a sync fails after a success (or as the first result), ``sync_recovered``
+    when one succeeds after a failure, else None.  A refused overlapping start is no event."""
+    if result.kind == "busy":
+        return None
+    if not result.ok:
+        return "sync_failed" if previous is None or previous.ok else None
+    return "sync_recovered" if previous is not None and not previous.ok else None
+
+
+def webhook_payload(event: str, result: SyncResult, *, site: str, host: str,
+                    last_success: datetime | None) -> dict[str, Any]:
+    """The small JSON document POSTed to the webhook."""
+    return {
+        "event": event, "site": site, "host": host, "run_id": result.run_id, "ok": result.ok,
+        "kind": result.kind, "reason": result.reason, "at": result.ended.isoformat(timespec="seconds"),
+        "last_success": last_success.isoformat(timespec="seconds") if last_success else None,
+    }
+
+
+def client_status(*, site: str, history: list[SyncResult], running: str | None, next_run: datetime | None,
+                  published: dict | None, now: datetime, stale_after: float, schedule: str,
+                  tz: str | None, peer: str | None, thumbprint: str | None) -> dict[str, Any]:
+    """The status document behind the status page and ``GET /_syncer/api/status``."""
+    last_success = last_success_time(history, published and published.get("published_at"))
+    ready, why = readiness(published, last_success, now, stale_after)
+    return {
+        "site": site,
+        "now": now.isoformat(timespec="seconds"),
+        "ready": ready,
+        "ready_reason": why,
+        "published": published,
+        "running": running,
+        "last_sync": history[-1].to_dict() if history else None,
+        "last_success": last_success.isoformat(timespec="seconds") if last_success else None,
+        "next_run": next_run.isoformat(timespec="seconds") if next_run else None,
+        "schedule": schedule,
+        "tz": tz or "UTC",
+        "peer": peer,
+        "tls_thumbprint": thumbprint,
+        "history": [r.to_dict() for r in reversed(history)],
+    }
