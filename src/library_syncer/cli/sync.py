@@ -14,45 +14,16 @@ from pathlib import Path
 import click
 
 from . import setting_options, settings_from
-from ..daemon.sync import (
-    AttemptStarted, Phase, RetryScheduled, SyncResult, human_bytes, prepare, run_sync,
-)
+from ..daemon.events import EventLines
+from ..daemon.sync import Phase, RetryScheduled, SyncResult, human_bytes, prepare, run_sync
 from ..errors import ConfigError, OperationFailed
-from ..transport.rsync import FileChange, Progress, RsyncStats
+from ..transport.rsync import FileChange, Progress
 
 SYNC_SETTINGS = (
     "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts", "sync_max_bw",
     "sync_timeout", "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard",
     "sync_allow_mass_delete", "library", "library_name", "state_dir", "keys_dir", "generation_grace_seconds",
 )
-
-
-class _PlainReporter:
-    """Event printer for logs: one line per change and step, progress every ``interval`` seconds."""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self.last = 0.0
-
-    def __call__(self, event: object) -> None:
-        if isinstance(event, Progress):
-            now = time.monotonic()
-            if now - self.last >= self.interval:
-                self.last = now
-                eta = f", ETA {event.eta_seconds}s" if event.eta_seconds is not None else ""
-                _say(f"progress: {event.percent}% {human_bytes(event.bytes)} at {human_bytes(event.rate)}/s{eta}")
-        elif isinstance(event, FileChange):
-            if event.action in ("transfer", "delete"):
-                _say(f"{event.flags} {event.path}")
-        elif isinstance(event, Phase):
-            _say(f"{event.name}{': ' + event.detail if event.detail else ''}")
-        elif isinstance(event, AttemptStarted) and event.number > 1:
-            _say(f"attempt {event.number}")
-        elif isinstance(event, RetryScheduled):
-            _say(f"attempt {event.attempt} failed ({event.reason}); retrying in {event.delay:.0f}s")
-        elif isinstance(event, RsyncStats):
-            _say(f"transferred: {human_bytes(event.bytes_received + event.bytes_sent)} on the wire, "
-                 f"literal {human_bytes(event.literal_bytes)}, matched {human_bytes(event.matched_bytes)}")
 
 
 def _say(line: str) -> None:
@@ -137,7 +108,7 @@ def command(from_folder: Path | None, **values) -> None:
         with _RichReporter() as reporter:
             result = _run_in_thread(lambda: run_sync(settings, on_event=reporter, stop_event=stop, source=source), stop)
     else:
-        reporter = _PlainReporter()
+        reporter = EventLines(_say)
         result = _run_in_thread(lambda: run_sync(settings, on_event=reporter, stop_event=stop, source=source), stop)
     if not result.ok:
         raise OperationFailed(result.reason, exit_code=2 if result.kind == "config" else 1)

@@ -31,6 +31,7 @@ from ..logs import run_context
 from ..publish.generations import Layout
 from ..publish.pins import GenerationPins
 from . import status as st
+from .events import EventLines
 from .metrics import ClientMetrics
 from .schedule import next_run, random_delay
 from .sync import SyncResult, run_sync
@@ -119,7 +120,8 @@ class ClientDaemon:
         with run_context(run_id):
             log.info("sync %s started (%s)", run_id, trigger)
             try:
-                result = await asyncio.to_thread(run_sync, self.settings, stop_event=self._thread_stop)
+                result = await asyncio.to_thread(run_sync, self.settings, stop_event=self._thread_stop,
+                                                 on_event=EventLines(log.info, interval=60))
             except Exception as exc:  # a bug must not kill the daemon: record and go on
                 log.exception("sync %s crashed", run_id)
                 now = datetime.now(timezone.utc)
