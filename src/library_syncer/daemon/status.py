@@ -13,6 +13,7 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+from urllib.parse import unquote
 
 from ..publish.generations import current_generation, current_root
 from .sync import SyncResult
@@ -41,7 +42,7 @@ def published_library(library: Path) -> dict[str, Any] | None:
     for item in items:
         href = str(item.get("selfHref", ""))
         try:
-            changed = (root / href.split("/")[0] / "item.json").stat().st_mtime if href else None
+            changed = (root / unquote(href)).stat().st_mtime if href else None  # rewritten on each change
         except OSError:
             changed = None
         rows.append({

@@ -101,8 +101,8 @@ def render_status(st: dict[str, Any]) -> str:
             ("Run", f"<code>{escape(str(last.get('run_id') or '—'))}</code>"),
             ("Started", _time(last["started"], now)),
             ("Took", escape(f"{last['duration_seconds']:.0f} s, {last['attempts']} attempt(s)")),
-            ("On the wire", escape(f"{human_bytes(last['wire_bytes'])} of {human_bytes(last['library_bytes'])}"
-                                   f" library at {_rate(last)}")),
+            ("On the wire", escape(f"{human_bytes(last['wire_bytes'])} at {_rate(last)}" + (
+                f" (library {human_bytes(last['library_bytes'])})" if last["ok"] else ""))),
         ])
     else:
         last_card = '<p class="mut">No sync has finished yet.</p>'
