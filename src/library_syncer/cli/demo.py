@@ -108,6 +108,7 @@ def command(workdir: Path, http_port: int, once: bool) -> None:
             click.echo(f"  {item['name']:<30} {item['type']:<10} {size:>10} bytes")
         click.echo("")
         click.echo(f"Subscription URL: {url}")
+        click.echo(f"Status page:      http://127.0.0.1:{http_port}/_syncer/")
         if once:
             return
         click.echo("Serving until Ctrl-C (server and client keep running).")
