@@ -22,9 +22,9 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from support import cli, cli_popen, free_port, require_tool, wait_until
 
@@ -46,19 +46,21 @@ class RunningServer:
     state_dir: Path
     proc: subprocess.Popen
     log: Path  # the server's stderr
+    site_keys: dict[str, Path] = field(default_factory=dict)  # site name -> private key (all sites)
 
-    def ssh_args(self) -> list[str]:
-        """ssh argv (without destination) with BatchMode, the pinned host key, the key and port."""
+    def ssh_args(self, key: Path | None = None) -> list[str]:
+        """ssh argv (without destination) with BatchMode, the pinned host key, the key (default: the
+        first site's) and port."""
         return [
-            "ssh", "-F", "/dev/null", "-p", str(self.port), "-i", str(self.key),
+            "ssh", "-F", "/dev/null", "-p", str(self.port), "-i", str(key or self.key),
             "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none",
             "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.known_hosts}",
             "-o", "GlobalKnownHostsFile=/dev/null",
         ]
 
-    def ssh_command(self) -> str:
-        """The value for ``rsync -e``."""
-        return " ".join(shlex.quote(a) for a in self.ssh_args())
+    def ssh_command(self, key: Path | None = None) -> str:
+        """The value for ``rsync -e`` (with ``key``, default: the first site's)."""
+        return " ".join(shlex.quote(a) for a in self.ssh_args(key))
 
     def destination(self) -> str:
         """The ssh destination ``user@host``."""
@@ -98,18 +100,27 @@ def make_site_key(keys_dir: Path, private_dir: Path, site: str) -> Path:
 
 
 @contextlib.contextmanager
-def running_server(tmp_path: Path, library: Path, *, site: str = "site1", env: dict | None = None) -> Iterator[RunningServer]:
-    """Start ``library-syncer server --unprivileged`` for ``library`` with one site key, on 127.0.0.1."""
+def running_server(tmp_path: Path, library: Path, *, site: str = "site1", env: dict | None = None,
+                   extra_sites: Sequence[str] = (), state_dir: Path | None = None,
+                   args: Sequence[str] = ()) -> Iterator[RunningServer]:
+    """Start ``library-syncer server --unprivileged`` for ``library`` with one site key, on 127.0.0.1.
+
+    ``extra_sites``: more site keys (``server.site_keys``); ``state_dir``: an existing state
+    folder to reuse (a restart); ``args``: more command-line flags (e.g. ``--fleet-port``).
+    """
     require_tool("sshd", "openssh-server")
     require_tool("rrsync", "rsync")
     base = Path(tempfile.mkdtemp(prefix="server-", dir=tmp_path))
-    keys_dir, state_dir = base / "keys", base / "state"
-    state_dir.mkdir(mode=0o755)
+    keys_dir = base / "keys"
+    if state_dir is None:
+        state_dir = base / "state"
+        state_dir.mkdir(mode=0o755)
     key = make_site_key(keys_dir, base / "site", site)
+    site_keys = {site: key, **{name: make_site_key(keys_dir, base / "site", name) for name in extra_sites}}
     _seed_host_keys(state_dir, base)
     host, port = "127.0.0.1", free_port()
     args = ["server", "--unprivileged", "--library", library, "--keys", keys_dir, "--state-dir", state_dir,
-            "--ssh-host", host, "--port", str(port)]
+            "--ssh-host", host, "--port", str(port), *args]
     r = cli(*args, "--print-host-key", env=env)
     assert r.returncode == 0, r.stderr
     host_key_line = r.stdout.strip()
@@ -119,7 +130,7 @@ def running_server(tmp_path: Path, library: Path, *, site: str = "site1", env: d
     with open(log, "wb") as log_fh:
         proc = cli_popen(*args, env=env, stdout=log_fh, stderr=subprocess.STDOUT)
     server = RunningServer(host, port, getpass.getuser(), key, host_key_line, known_hosts, library,
-                           keys_dir, state_dir, proc, log)
+                           keys_dir, state_dir, proc, log, site_keys)
     try:
         def ready() -> bool:
             assert proc.poll() is None, f"the server exited with code {proc.returncode}: {server.log_text()}"

@@ -10,6 +10,7 @@ from . import setting_options, settings_from
 @click.command("server")
 @setting_options(
     "library", "ssh_host", "state_dir", "syncer_uid", "syncer_user", "unprivileged", "allow_old_rsync",
+    "fleet_host", "fleet_port", "site_silent_after_seconds", "admin_token_file",
     ssh_port="--port", keys_dir="--keys",
 )
 @click.option("--print-host-key", is_flag=True,
@@ -19,7 +20,10 @@ def command(print_host_key: bool, **kwargs) -> None:
 
     As root, sites log in as the syncer account (created with SYNCER_UID if
     missing); with --unprivileged, or as another user, as the current user.
-    SIGHUP re-reads the keys folder; SIGTERM stops the server.
+    SIGHUP re-reads the keys folder; SIGTERM stops the server. With --fleet-port,
+    a small web server shows the fleet of sites (/), as JSON (/api/fleet),
+    Prometheus metrics (/metrics) and health (/healthz); the admin token, when
+    set, guards all but /healthz.
     """
     from ..daemon import server
 

@@ -31,6 +31,8 @@ from ..config import Settings
 from ..errors import ConfigError, OperationFailed
 from ..transport import keys as keymod
 from ..transport.sshd import LogFolder, SshdSetup, forced_command, render_authorized_keys, render_sshd_config
+from ..web.fleet import make_fleet_app, start_fleet_server
+from .fleet import Fleet
 
 log = logging.getLogger("library_syncer.server")
 sshd_log = logging.getLogger("library_syncer.sshd")
@@ -322,6 +324,22 @@ async def _supervise(plan: ServerPlan) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
+    fleet = load_fleet(plan)
+    web_runner = None
+    if plan.settings.fleet_port is not None:
+        app = make_fleet_app(fleet, token=plan.settings.admin_token_value())
+        web_runner = await start_fleet_server(app, plan.settings.fleet_host, plan.settings.fleet_port)
+    saver = asyncio.ensure_future(_save_fleet_every(plan, fleet, FLEET_SAVE_SECONDS))
+    try:
+        return await _run_sshd(plan, fleet, stop, reload)
+    finally:
+        saver.cancel()
+        if web_runner is not None:
+            await web_runner.cleanup()
+        save_fleet(plan, fleet)
+
+
+async def _run_sshd(plan: ServerPlan, fleet: Fleet, stop: asyncio.Event, reload: asyncio.Event) -> int:
     folder = LogFolder({k.fingerprint: k.site for k in plan.keys})
     sites = sorted({k.site for k in plan.keys})
     log.info("serving %s read-only to %d site(s) (%s) as %s on %s:%d",
@@ -330,13 +348,14 @@ async def _supervise(plan: ServerPlan) -> int:
     failures: list[float] = []
     while True:
         started = time.monotonic()
+        fleet.sshd_started()
         proc = subprocess.Popen(
             [plan.tools.sshd, "-D", "-e", "-f", str(plan.config_file)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_sshd_env(),
         )
         # Sessions inherit sshd's stderr, so the pipe may outlive sshd: a thread folds its
         # lines until every writer is gone, and exit is awaited on the process alone.
-        reader = threading.Thread(target=_fold_log, args=(proc.stderr, folder), daemon=True)
+        reader = threading.Thread(target=_fold_log, args=(proc.stderr, folder, fleet), daemon=True)
         reader.start()
         exited = asyncio.ensure_future(asyncio.to_thread(proc.wait))
         while not exited.done():
@@ -359,7 +378,9 @@ async def _supervise(plan: ServerPlan) -> int:
                 reload.clear()
                 keys = reload_keys(plan)
                 folder.sites = {k.fingerprint: k.site for k in keys}
+                fleet.set_keys(folder.sites)
         code = proc.returncode
+        fleet.sshd_exited(unexpected=True)
         now = time.monotonic()
         failures = [t for t in failures if now - t < 60] + [now]
         if now - started > 60:
@@ -375,8 +396,46 @@ async def _supervise(plan: ServerPlan) -> int:
             pass
 
 
-def _fold_log(stream, folder: LogFolder) -> None:
+def _fold_log(stream, folder: LogFolder, fleet: Fleet) -> None:
     for raw in stream:
         line = raw.decode(errors="replace").strip()
         if line:
+            fleet.feed(line)
             sshd_log.info("%s", folder.fold(line))
+
+
+# --- fleet history (what the fleet view shows, kept across restarts) ---------------------
+
+FLEET_FILE = "fleet.json"
+FLEET_SAVE_SECONDS = 5.0
+
+
+def load_fleet(plan: ServerPlan) -> Fleet:
+    """The fleet with the history saved in the state folder (a new one if there is none or it is unreadable)."""
+    keys = {k.fingerprint: k.site for k in plan.keys}
+    silent_after = plan.settings.site_silent_after_seconds
+    path = plan.state_dir / FLEET_FILE
+    try:
+        return Fleet.from_json(path.read_text(), keys, silent_after=silent_after)
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        log.warning("%s: %s; starting a new fleet history", path, exc)
+    return Fleet(keys, silent_after=silent_after)
+
+
+def save_fleet(plan: ServerPlan, fleet: Fleet) -> None:
+    """Write the fleet history into the state folder (atomically); a failure is logged, not raised."""
+    path = plan.state_dir / FLEET_FILE
+    try:
+        write_atomic(path, fleet.to_json(), 0o600)
+    except OSError as exc:
+        fleet.dirty = True
+        log.error("cannot save the fleet history %s: %s", path, exc.strerror or exc)
+
+
+async def _save_fleet_every(plan: ServerPlan, fleet: Fleet, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        if fleet.dirty:
+            await asyncio.to_thread(save_fleet, plan, fleet)
