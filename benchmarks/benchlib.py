@@ -35,7 +35,7 @@ GiB = 1024**3
 _UNITS = {"": 1, "K": 1024, "M": MiB, "G": GiB}
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
-console = Console(width=160, highlight=False, soft_wrap=True)
+console = Console(width=240, highlight=False, soft_wrap=True)
 
 
 # --- sizes, statistics ------------------------------------------------------------------
@@ -252,9 +252,20 @@ def workdir(parent: Path | None, prefix: str) -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def parse_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    """Parse the command line; ``--repeat`` defaults to 3 (1 with ``--quick``)."""
+    args = parser.parse_args()
+    if args.repeat is None:
+        args.repeat = 1 if args.quick else 3
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    return args
+
+
 def common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, to try the benchmark in a minute")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is reported")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="runs per measurement, the median is reported (default 3; --quick 1)")
     parser.add_argument("--dir", type=Path, default=None, help="parent folder of the temporary work folder")
 
 

@@ -108,7 +108,7 @@ def main() -> None:
                         help=f"file downloaded {CONCURRENCY} times at once (default 64M)")
     parser.add_argument("--no-diagnose", dest="diagnose", action="store_false",
                         help="leave out the HTTPS diagnosis run (ours with AIOHTTP_NOSENDFILE=1)")
-    args = parser.parse_args()
+    args = b.parse_args(parser)
     large = args.large_size or (b.parse_size("256M") if args.quick else b.parse_size("2G"))
     small = args.concurrent_size or (b.parse_size("8M") if args.quick else b.parse_size("64M"))
     b.require("caddy", "hey", "openssl")
