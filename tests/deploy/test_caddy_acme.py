@@ -199,12 +199,33 @@ def test_restart_reuses_the_stored_certificate(acme_bench, tmp_path):
     data = tmp_path / "certs" / "acme"
     f1 = front(settings, "127.0.0.1:9", data)
     first = loop.run(f1.start(timeout=60))
+    roots = pebble.issuer_roots()
     loop.run(f1.stop())
     pebble.stop()  # the CA is gone: a restart must serve the stored certificate without it
-    f2 = front(settings, "127.0.0.1:9", data)
-    assert loop.run(f2.start(timeout=30)) == first
+    # this time the library server listens on a unix socket (reachable only through the front)
+    sock = tmp_path / "web.sock"
+    runner = loop.run(_unix_app(sock))
+    try:
+        f2 = front(settings, f"unix/{sock}", data)
+        assert loop.run(f2.start(timeout=30)) == first
+        r = subscriber(NAME, roots).get(f"https://127.0.0.1:{settings.http_port}/hello", timeout=10)
+        assert r.text == "hello 127.0.0.1"
+    finally:
+        loop.run(runner.cleanup())
     assert (data / "caddy.json").exists()
-    assert oct((data).stat().st_mode & 0o777) == oct(0o700)
+    assert (data.stat().st_mode & 0o777) == 0o700
+
+
+async def _unix_app(path: Path) -> web.AppRunner:
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text=f"hello {request.headers.get('X-Forwarded-For')}")
+
+    app = web.Application()
+    app.router.add_get("/hello", hello)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.UnixSite(runner, str(path)).start()
+    return runner
 
 
 def test_renewal_is_served_and_its_thumbprint_logged(acme_bench, caplog):

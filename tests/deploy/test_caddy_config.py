@@ -1,0 +1,89 @@
+"""Caddy's configuration for the TLS front, built from the settings (pure), and its log folding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from library_syncer.config import Settings
+from library_syncer.errors import ConfigError
+from library_syncer.web.caddy import caddy_config, fold_log_line, format_thumbprint
+
+
+def settings(**env) -> Settings:
+    return Settings(**{"TLS_NAME": "lib.example.com", **env})
+
+
+def test_defaults_serve_https_on_the_library_port_and_acme_on_80():
+    c = caddy_config(settings(), "127.0.0.1:9000", Path("/data/acme"))
+    http = c["apps"]["http"]
+    assert (http["https_port"], http["http_port"]) == (8080, 80)
+    lib, plain = http["servers"]["library"], http["servers"]["acme_http"]
+    assert lib["listen"] == ["0.0.0.0:8080"] and plain["listen"] == ["0.0.0.0:80"]
+    assert lib["routes"] == [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:9000"}],
+                                          "flush_interval": -1}]}]
+    assert lib["tls_connection_policies"] == [{"default_sni": "lib.example.com"}]
+    redirect = plain["routes"][0]["handle"][0]
+    assert redirect["status_code"] == 308
+    assert redirect["headers"]["Location"] == ["https://{http.request.host}:8080{http.request.uri}"]
+    assert c["admin"]["disabled"] is True and c["admin"]["config"]["persist"] is False
+    assert c["storage"] == {"module": "file_system", "root": "/data/acme"}
+    tls = c["apps"]["tls"]
+    assert tls["certificates"]["automate"] == ["lib.example.com"]
+    issuer = tls["automation"]["policies"][0]["issuers"][0]
+    assert issuer["module"] == "acme" and "ca" not in issuer and "email" not in issuer  # Let's Encrypt
+    assert issuer["challenges"] == {"http": {"alternate_port": 80}, "tls-alpn": {"alternate_port": 8080}}
+    assert http["grace_period"] == 30_000_000_000
+    json.dumps(c)  # serialisable as is
+
+
+def test_acme_settings_and_ports():
+    c = caddy_config(settings(
+        SYNCER_ACME_CA="https://acme.internal/dir", SYNCER_ACME_EMAIL="ops@example.com",
+        SYNCER_ACME_CA_ROOT="/etc/ssl/internal-ca.pem", SYNCER_HTTP_HOST="::", SYNCER_SHUTDOWN_GRACE=2,
+    ), "127.0.0.1:9000", Path("/d"), https_port=443, http_port=8081)
+    issuer = c["apps"]["tls"]["automation"]["policies"][0]["issuers"][0]
+    assert issuer["ca"] == "https://acme.internal/dir" and issuer["email"] == "ops@example.com"
+    assert issuer["trusted_roots_pem_files"] == ["/etc/ssl/internal-ca.pem"]
+    servers = c["apps"]["http"]["servers"]
+    assert servers["library"]["listen"] == ["[::]:443"] and servers["acme_http"]["listen"] == ["[::]:8081"]
+    assert servers["acme_http"]["routes"][0]["handle"][0]["headers"]["Location"] == [
+        "https://{http.request.host}{http.request.uri}"]  # no :443
+    assert c["apps"]["http"]["grace_period"] == 2_000_000_000
+
+
+def test_unix_socket_upstream_is_dialled_as_given():
+    c = caddy_config(settings(), "unix//run/library-syncer/web.sock", Path("/d"))
+    assert c["apps"]["http"]["servers"]["library"]["routes"][0]["handle"][0]["upstreams"] == [
+        {"dial": "unix//run/library-syncer/web.sock"}]
+
+
+def test_bad_combinations_are_one_line_errors():
+    with pytest.raises(ConfigError, match="TLS_NAME"):
+        caddy_config(Settings(), "127.0.0.1:1", Path("/d"))
+    with pytest.raises(ConfigError, match="SYNCER_ACME_HTTP_PORT"):
+        caddy_config(settings(SYNCER_HTTP_PORT=80), "127.0.0.1:1", Path("/d"))
+
+
+def test_caddy_log_lines_fold_into_one_line_with_level():
+    line = ('{"level":"error","ts":1.5,"logger":"tls.obtain","msg":"could not get certificate from issuer",'
+            '"identifier":"lib.example.com","error":"HTTP 400\\nbad"}')
+    level, msg = fold_log_line(line)
+    assert level == logging.ERROR
+    assert msg == 'tls.obtain: could not get certificate from issuer identifier=lib.example.com error=HTTP 400 bad'
+    assert fold_log_line('{"level":"warn","msg":"admin endpoint disabled","logger":"admin"}') == (
+        logging.WARNING, "admin: admin endpoint disabled")
+    assert fold_log_line('{"level":"info","msg":"x","ids":["a","b"]}') == (logging.INFO, 'x ids=["a","b"]')
+    assert fold_log_line("Error: loading initial config: listen tcp :80: bind: address already in use\n") == (
+        logging.ERROR, "Error: loading initial config: listen tcp :80: bind: address already in use")
+    assert fold_log_line("plain text") == (logging.INFO, "plain text")
+
+
+def test_thumbprint_format():
+    der = b"certificate bytes"
+    digest = hashlib.sha1(der).hexdigest().upper()
+    assert format_thumbprint(der) == ":".join(digest[i:i + 2] for i in range(0, 40, 2))
