@@ -170,7 +170,7 @@ def test_subscriber_gets_the_library_over_https(acme_bench, tmp_path, caplog, ch
         assert echo == {"xff": "127.0.0.1", "proto": "https", "host": f"127.0.0.1:{settings.http_port}"}
 
         # the certificate is for TLS_NAME, also for a client sending no name (subscribing by address)
-        assert served_thumbprint(settings.http_port, NAME, roots) == thumb == f.thumbprint()
+        assert served_thumbprint(settings.http_port, NAME, roots) == thumb == f.thumbprint() == f.last_thumbprint
         ctx = ssl.create_default_context(cafile=str(roots))
         ctx.check_hostname = False
         with socket.create_connection(("127.0.0.1", settings.http_port), timeout=10) as sock:
@@ -240,6 +240,7 @@ def test_renewal_is_served_and_its_thumbprint_logged(acme_bench, caplog):
     assert served_thumbprint(settings.http_port, NAME, pebble.issuer_roots()) == second
     wait_until(lambda: any(second in r.getMessage() and "renewed" in r.getMessage() for r in caplog.records),
                timeout=10, what="the new thumbprint in the log")
+    assert f.last_thumbprint == second
 
 
 def test_unreachable_ca_fails_in_bounded_time_with_one_line(acme_bench):

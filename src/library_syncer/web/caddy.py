@@ -158,8 +158,10 @@ def format_thumbprint(der: bytes) -> str:
 class CaddyFront:
     """Caddy as a child process: the HTTPS front of the library for ``settings.tls_name``.
 
-    ``upstream`` is "HOST:PORT" of the aiohttp app (plain HTTP, loopback); ``data_dir``
-    keeps Caddy's certificates and ACME account across restarts.
+    ``upstream`` is where the aiohttp app listens plain HTTP: "127.0.0.1:PORT" or
+    "unix//path/to.sock"; ``data_dir`` keeps Caddy's certificates and ACME account across
+    restarts. ``last_thumbprint`` is the thumbprint seen at start or at the last renewal
+    (no I/O, for status pages); :meth:`thumbprint` asks the TLS port now (blocking).
     """
 
     def __init__(self, settings: Settings, upstream: str, data_dir: Path, *, https_port: int | None = None,
@@ -173,6 +175,7 @@ class CaddyFront:
         self.caddy = caddy or "caddy"
         self.proc: asyncio.subprocess.Process | None = None
         self.last_error: str | None = None
+        self.last_thumbprint: str | None = None
         self._reader: asyncio.Task | None = None
         self._started = False
 
@@ -256,6 +259,7 @@ class CaddyFront:
             await self.stop()
             raise
         self._started = True
+        self.last_thumbprint = thumb
         log.info("HTTPS for %s: certificate served, SHA-1 thumbprint %s", self.settings.tls_name, thumb)
         return thumb
 
@@ -299,6 +303,7 @@ class CaddyFront:
             if self._started and "replaced certificate in cache" in message:
                 # A renewal: show the new thumbprint vCenter will be asked to confirm.
                 thumb = await asyncio.to_thread(self.thumbprint)
+                self.last_thumbprint = thumb or self.last_thumbprint
                 log.warning("HTTPS for %s: certificate renewed, new SHA-1 thumbprint %s",
                             self.settings.tls_name, thumb)
 
