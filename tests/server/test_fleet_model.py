@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from library_syncer.daemon.fleet import Fleet, parse_line
+from library_syncer.daemon.fleet import Fleet, established_peers, parse_line
 
 PARIS, ROME, NICE = "SHA256:AFYiX7fNFlKBzDsC9cXUtDfY7os0gCbeg4+zfZrXuL4", "SHA256:rome", "SHA256:nice"
 STRANGER = "SHA256:UzT0sfB8z34JRl3zih2pQOf5mgAkC/rfRXaH3YYBVtE"
@@ -45,6 +45,10 @@ def test_parse_lines():
                  "Connection reset by user syncer 10.0.0.5 port 4242",
                  "Timeout, client not responding from user syncer 10.0.0.5 port 4242",
                  "Connection from user syncer 10.0.0.5 port 4242 timed out",
+                 "ssh_packet_write_poll: Connection from user syncer 10.0.0.5 port 4242: Broken pipe",
+                 "ssh_dispatch_run_fatal: Connection from authenticating user syncer 10.0.0.5 port 4242: "
+                 "message authentication code incorrect [preauth]",
+                 "banner exchange: Connection from 10.0.0.5 port 4242: invalid format",
                  "Read error from remote host 10.0.0.5 port 4242: Connection timed out"):
         e = parse_line(line)
         assert (e.kind, e.addr, e.port) == ("lost", "10.0.0.5", 4242), line
@@ -174,3 +178,46 @@ def test_open_connections_are_bounded():
     clock.t += 2 * 3600
     fleet.feed('Connection from 192.0.2.1 port 999 on 0.0.0.0 port 2222 rdomain ""')
     assert len(fleet._open) == 1
+
+
+def test_sessions_whose_connection_is_gone_end_as_lost():
+    clock = Clock()
+    fleet = Fleet(KEYS, silent_after=DAY, clock=clock)
+    # A client killed right after login: sshd only logs "ssh_packet_send_debug: send DEBUG: Broken pipe".
+    fleet.feed('Connection from 10.2.0.7 port 50000 on 0.0.0.0 port 2222 rdomain ""')
+    fleet.feed(f"Accepted publickey for syncer from 10.2.0.7 port 50000 ssh2: ED25519 {ROME}")
+    fleet.feed("ssh_packet_send_debug: send DEBUG: Broken pipe")
+    fleet.feed(f"Accepted publickey for syncer from 10.1.0.5 port 40001 ssh2: ED25519 {PARIS}")
+    live = {("10.1.0.5", 40001)}
+    clock.t += 5
+    fleet.reap(live)  # first time missing: maybe its end line is still on its way
+    assert site(fleet.snapshot(), "rome")["state"] == "syncing"
+    clock.t += 5
+    fleet.reap(live)
+    doc = fleet.snapshot()
+    assert site(doc, "rome")["state"] == "failing" and site(doc, "rome")["last_sync"]["result"] == "lost"
+    assert site(doc, "rome")["last_sync"]["duration_seconds"] == pytest.approx(10)
+    assert site(doc, "paris")["state"] == "syncing"
+    # Back in the list after one miss: not ended.
+    fleet.reap(set())
+    fleet.reap(live)
+    fleet.reap(set())
+    assert site(fleet.snapshot(), "paris")["state"] == "syncing"
+
+
+def test_established_peers_from_proc_net_tcp():
+    head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+    tcp = head + (
+        "   0: 00000000:08AE 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1\n"
+        "   1: 0100007F:08AE 0500000A:C350 01 00000000:00000000 00:00000000 00000000     0        0 2 1\n"
+        "   2: 0100007F:08AE 0600000A:C351 06 00000000:00000000 00:00000000 00000000     0        0 3 1\n"
+        "   3: 0100007F:1F90 0700000A:C352 01 00000000:00000000 00:00000000 00000000     0        0 4 1\n"
+    )
+    assert established_peers(tcp, 2222, "little") == {("10.0.0.5", 50000)}  # not LISTEN, TIME_WAIT, other port
+    tcp6 = head + (
+        "   0: 00000000000000000000000001000000:08AE 00000000000000000000000001000000:0007 01 0:0 0:0 0 0 0 5 1\n"
+        "   1: 00000000000000000000000001000000:08AE 0000000000000000FFFF00000500000A:0008 01 0:0 0:0 0 0 0 6 1\n"
+        "   2: 00000000000000000000000001000000:08AE 000080FE000000000000000001000000:0009 01 0:0 0:0 0 0 0 7 1\n"
+    )
+    assert established_peers(tcp6, 2222, "little") == {("::1", 7), ("10.0.0.5", 8), ("fe80::1", 9)}
+    assert established_peers("garbage\nline x y 01\n", 2222) == set()

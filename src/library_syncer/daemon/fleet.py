@@ -10,6 +10,7 @@ are all this module needs (A = client address, P = client port)::
     Disconnected from user syncer A port P                              … and the session ends
     Connection closed by [authenticating user syncer ]A port P          the link went away
     Connection reset by …, Timeout, client not responding from …,
+    ssh_packet_write_poll: Connection from user syncer A port P: Broken pipe,
     Read error from remote host A port P: …, Closing connection to A port P
 
 The site of a session is the name of the key file whose fingerprint was
@@ -20,6 +21,12 @@ disconnect reason, ``lost`` when the connection broke (killed transfer, dead
 link) and ``refused`` when the site's key was not allowed in.  sshd does not see
 rsync's own exit code: the site's status page knows that.
 
+sshd does not log every end: a client killed right after login leaves only
+``ssh_packet_send_debug: send DEBUG: Broken pipe``.  So the server also passes
+the established TCP connections to its ssh port (:func:`established_peers` of
+``/proc/net/tcp``) to :meth:`Fleet.reap`, which ends, as ``lost``, sessions whose
+connection was missing at two checks in a row.
+
 Times are wall-clock seconds from the ``clock`` given to :class:`Fleet` (the
 moment a line was read).  :meth:`Fleet.to_json` / :meth:`Fleet.from_json` keep
 the per-site history across restarts.  All methods are thread-safe.
@@ -27,8 +34,10 @@ the per-site history across restarts.  All methods are thread-safe.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,8 +45,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable
 
 RESULTS = ("ok", "error", "lost", "refused")
-STATES = ("ok", "syncing", "failing", "silent", "never seen", "key removed")
-PROBLEM_STATES = ("never seen", "silent", "failing")
+STATES = ("never seen", "silent", "failing", "syncing", "ok", "key removed")  # in the fleet view's order
 STATE_VERSION = 1
 MAX_OPEN = 10_000  # connections tracked at once (older ones are forgotten first)
 PREAUTH_TTL = 3600.0  # an unauthenticated connection is forgotten after this long
@@ -52,7 +60,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("goodbye", re.compile(r"^Received disconnect from (?P<addr>\S+) port (?P<port>\d+):(?P<code>\d+):")),
     ("ended", re.compile(r"^Disconnected from " + _ID)),
     ("lost", re.compile(r"^(?:Connection (?:closed|reset) by |Timeout, client not responding from )" + _ID)),
-    ("lost", re.compile(r"^Connection from " + _ID + r" timed out")),
+    # sshpkt_fatal: "[TAG: ]Connection from ID timed out" or "TAG: Connection from ID: REASON"
+    ("lost", re.compile(r"^(?:[A-Za-z_ ]+: )?Connection from " + _ID + r"(?: timed out|: )")),
     ("lost", re.compile(r"^Read error from remote host (?P<addr>\S+) port (?P<port>\d+):")),
     ("closing", re.compile(r"^Closing connection to (?P<addr>\S+) port (?P<port>\d+)")),
     ("listening", re.compile(r"^Server listening on ")),
@@ -111,6 +120,7 @@ class _Conn:
     refused_site: str | None = None  # a known site's key that was refused on this connection
     unknown_key: str | None = None  # a fingerprint of no site that was refused
     result: str | None = None  # from the client's disconnect message
+    missing: bool = False  # its TCP connection was not there at the last reap()
 
 
 def iso(ts: float | None) -> str | None:
@@ -150,11 +160,6 @@ class Fleet:
         """The current keys folder (fingerprint -> site), at start and on every reload."""
         with self._lock:
             self.keys = dict(keys)
-
-    @property
-    def sites_with_key(self) -> set[str]:
-        with self._lock:
-            return set(self.keys.values())
 
     def sshd_started(self) -> None:
         """sshd was (re)started; it is up once it logs that it listens."""
@@ -209,6 +214,18 @@ class Fleet:
         elif e.kind in ("lost", "closing"):
             self._close(conn, "lost", now)
 
+    def reap(self, live: set[tuple[str, int]]) -> None:
+        """End, as lost, connections not in ``live`` (client address, port) at this call and the previous one."""
+        with self._lock:
+            now = self.clock()
+            for key, conn in list(self._open.items()):
+                if (key[0].split("%")[0], key[1]) in live:  # sshd may add a scope: fe80::1%eth0
+                    conn.missing = False
+                elif conn.missing:
+                    self._close(conn, "lost", now)
+                else:
+                    conn.missing = True
+
     def _close(self, conn: _Conn, result: str, now: float) -> None:
         self._open.pop((conn.addr, conn.port), None)
         if conn.authenticated and conn.site is not None:
@@ -254,8 +271,7 @@ class Fleet:
             with_key = set(self.keys.values())
             names = with_key | set(self.records)
             sites = [self._site_doc(n, n in with_key, running.get(n, []), now) for n in names]
-            order = {s: i for i, s in enumerate(("never seen", "silent", "failing", "syncing", "ok", "key removed"))}
-            sites.sort(key=lambda s: (order[s["state"]], s["site"]))
+            sites.sort(key=lambda s: (STATES.index(s["state"]), s["site"]))
             counts = {state: sum(1 for s in sites if s["state"] == state) for state in STATES}
             last_unknown = dict(self.last_unknown) if self.last_unknown else None
             if last_unknown:
@@ -342,3 +358,28 @@ class Fleet:
             raise ValueError(f"fleet state is not readable: {exc}") from None
         return fleet
 
+
+
+_TCP_ESTABLISHED = "01"
+
+
+def established_peers(proc_net_tcp: str, local_port: int, byteorder: str = sys.byteorder) -> set[tuple[str, int]]:
+    """(client address, port) of each ESTABLISHED connection to ``local_port`` in the text of
+    ``/proc/net/tcp`` or ``/proc/net/tcp6`` (IPv4-mapped addresses shown as IPv4, as sshd logs them)."""
+    peers = set()
+    for line in proc_net_tcp.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != _TCP_ESTABLISHED:
+            continue
+        try:
+            local, remote = fields[1].split(":"), fields[2].split(":")
+            if int(local[1], 16) != local_port:
+                continue
+            raw = b"".join(int(remote[0][i:i + 8], 16).to_bytes(4, byteorder) for i in range(0, len(remote[0]), 8))
+            addr = ipaddress.ip_address(raw)
+        except (ValueError, IndexError):
+            continue
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+            addr = addr.ipv4_mapped
+        peers.add((str(addr), int(remote[1], 16)))
+    return peers

@@ -14,6 +14,7 @@ and without touching established sessions.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import pwd
@@ -32,7 +33,7 @@ from ..errors import ConfigError, OperationFailed
 from ..transport import keys as keymod
 from ..transport.sshd import LogFolder, SshdSetup, forced_command, render_authorized_keys, render_sshd_config
 from ..web.fleet import make_fleet_app, start_fleet_server
-from .fleet import Fleet
+from .fleet import Fleet, established_peers
 
 log = logging.getLogger("library_syncer.server")
 sshd_log = logging.getLogger("library_syncer.sshd")
@@ -327,13 +328,17 @@ async def _supervise(plan: ServerPlan) -> int:
     fleet = load_fleet(plan)
     web_runner = None
     if plan.settings.fleet_port is not None:
-        app = make_fleet_app(fleet, token=plan.settings.admin_token_value())
-        web_runner = await start_fleet_server(app, plan.settings.fleet_host, plan.settings.fleet_port)
-    saver = asyncio.ensure_future(_save_fleet_every(plan, fleet, FLEET_SAVE_SECONDS))
+        token = plan.settings.admin_token_value()
+        web_runner = await start_fleet_server(make_fleet_app(fleet, token=token), plan.settings.fleet_host,
+                                              plan.settings.fleet_port)
+        if not token and not _is_loopback(plan.settings.fleet_host):
+            log.warning("the fleet view is open to anyone who can reach it: set admin_token_file or "
+                        "SYNCER_ADMIN_TOKEN to require a token")
+    upkeep = asyncio.ensure_future(_fleet_upkeep(plan, fleet, FLEET_UPKEEP_SECONDS))
     try:
         return await _run_sshd(plan, fleet, stop, reload)
     finally:
-        saver.cancel()
+        upkeep.cancel()
         if web_runner is not None:
             await web_runner.cleanup()
         save_fleet(plan, fleet)
@@ -407,7 +412,7 @@ def _fold_log(stream, folder: LogFolder, fleet: Fleet) -> None:
 # --- fleet history (what the fleet view shows, kept across restarts) ---------------------
 
 FLEET_FILE = "fleet.json"
-FLEET_SAVE_SECONDS = 5.0
+FLEET_UPKEEP_SECONDS = 5.0
 
 
 def load_fleet(plan: ServerPlan) -> Fleet:
@@ -434,8 +439,32 @@ def save_fleet(plan: ServerPlan, fleet: Fleet) -> None:
         log.error("cannot save the fleet history %s: %s", path, exc.strerror or exc)
 
 
-async def _save_fleet_every(plan: ServerPlan, fleet: Fleet, seconds: float) -> None:
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _ssh_peers(port: int) -> set[tuple[str, int]] | None:
+    """Clients connected to the ssh port now (None when /proc/net is not readable)."""
+    peers: set[tuple[str, int]] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            peers |= established_peers(Path("/proc/net", name).read_text(), port)
+        except FileNotFoundError:
+            continue  # no IPv6
+        except OSError:
+            return None
+    return peers
+
+
+async def _fleet_upkeep(plan: ServerPlan, fleet: Fleet, seconds: float) -> None:
+    """Every few seconds: end sessions whose connection is gone, save the history if it changed."""
     while True:
         await asyncio.sleep(seconds)
+        peers = await asyncio.to_thread(_ssh_peers, plan.setup.port)
+        if peers is not None:
+            fleet.reap(peers)
         if fleet.dirty:
             await asyncio.to_thread(save_fleet, plan, fleet)
