@@ -202,6 +202,7 @@ class Fleet:
             if site is not None:
                 rec = self._record(site)
                 rec.last_start, rec.address = conn.started, conn.addr
+                self.dirty = True
         elif e.kind == "failed":
             if site is not None:
                 conn.refused_site = site
