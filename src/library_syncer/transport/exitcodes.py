@@ -84,7 +84,9 @@ def classify(code: int, stderr: str = "") -> Outcome:
     if code < 0:
         return Outcome(code, True, "interrupted", f"rsync was killed by signal {-code}")
     if _DISK_FULL.search(stderr):
-        return Outcome(code, False, "disk-full", f"the disk of the library is full (rsync exit {code}){suffix}")
+        # The line that says so, not the last one (rsync's other process often ends with "Broken pipe").
+        full = next(ln.strip() for ln in stderr.splitlines() if _DISK_FULL.search(ln))
+        return Outcome(code, False, "disk-full", f"the disk of the library is full (rsync exit {code}): {full}")
     if _HOST_KEY_CHANGED.search(stderr):
         return Outcome(code, False, "host-key", "the server's host key has CHANGED")
     if code == 255 or code in (5, 12):
