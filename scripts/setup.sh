@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(rsync openssh-server openssh-client openssl bsdutils passwd iproute2 nftables curl
-              caddy pebble chromium fonts-dejavu-core)
+              caddy pebble chromium fonts-dejavu-core systemd)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -66,6 +66,10 @@ class Settings(BaseSettings):
         8080, ge=1, le=65535, validation_alias=_env("SYNCER_HTTP_PORT"),
         description="Port the web server listens on",
     )
+    https_port: int | None = Field(
+        None, ge=1, le=65535, validation_alias=_env("SYNCER_HTTPS_PORT"),
+        description="Port of HTTPS when TLS is on (unset: the web server port)",
+    )
     tls_name: str | None = Field(
         None, validation_alias=_env("TLS_NAME"),
         description="Serve HTTPS for this host name (unset: plain HTTP)",
@@ -106,7 +110,7 @@ class Settings(BaseSettings):
     )
     acme_http_port: int = Field(
         80, ge=1, le=65535, validation_alias=_env("SYNCER_ACME_HTTP_PORT"),
-        description="Port of the plain-HTTP listener for ACME HTTP challenges and redirects",
+        description="Port of the plain-HTTP listener for ACME HTTP challenges and redirects to HTTPS",
     )
 
     # --- operability: status page, API, metrics, health, webhook, fleet view ---------

@@ -13,7 +13,7 @@ CLIENT_SETTINGS = (
     "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts",
     "sync_schedule", "sync_delay", "sync_delay_max_seconds", "sync_max_bw", "sync_timeout",
     "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard", "sync_allow_mass_delete",
-    "library", "library_name", "library_browse", "library_password_file", "http_host", "http_port",
+    "library", "library_name", "library_browse", "library_password_file", "http_host", "http_port", "https_port",
     "tls_name", "tls_custom_cert", "certs_dir", "tls_cert", "tls_key", "tz", "state_dir", "keys_dir",
     "generation_grace_seconds", "status_port", "stale_after_seconds", "webhook_url", "admin_token_file",
     "acme_ca", "acme_email", "acme_ca_root", "acme_http_port",
@@ -28,18 +28,14 @@ def command(**values) -> None:
     Pulls the library from SYNC_PEER over rsync+SSH into a private staging tree,
     regenerates the Content Library manifest and publishes each good result as a
     new immutable generation (one atomic switch). vCenter subscribes to
-    http(s)://HOST:PORT/lib.json.
+    http(s)://HOST:PORT/lib.json. With TLS_NAME and no certificate files, Caddy
+    serves HTTPS in front with an automatic ACME certificate.
     """
     from ..daemon.client import ClientDaemon
 
     settings = settings_from(click.get_current_context(), values)
     if not settings.sync_peer:
         raise ConfigError("setting sync_peer (SYNC_PEER / --sync-peer) is required for the client")
-    if settings.tls_name and not settings.tls_files():
-        raise ConfigError(
-            "setting tls_name (TLS_NAME): automatic ACME certificates are not available yet; "
-            "set TLS_CUSTOM_CERT=true with cert.pem/key.pem in the certs folder"
-        )
     daemon = ClientDaemon(settings)
 
     def started(urls: list[str]) -> None:

@@ -13,6 +13,7 @@ kept so the next start resumes) and let running downloads finish.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import random
@@ -22,11 +23,13 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any, Callable
 
 import aiohttp
 
 from ..config import Settings
+from ..errors import OperationFailed
 from ..logs import run_context
 from ..publish.generations import Layout
 from ..publish.pins import GenerationPins
@@ -39,6 +42,7 @@ from .sync import SyncResult, run_sync
 log = logging.getLogger(__name__)
 
 HISTORY_SIZE = 50
+ACME_START_TIMEOUT = 3600.0  # Caddy keeps retrying the CA meanwhile; then the daemon exits non-zero
 WEBHOOK_TRIES = 3
 
 
@@ -77,6 +81,7 @@ class ClientDaemon:
         self.rng = rng or random.Random()
         self.stop = asyncio.Event()
         self.thumbprint: str | None = None
+        self.front = None  # the Caddy front in automatic-HTTPS mode (web/caddy.py)
         self._thread_stop = threading.Event()
         self._tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
@@ -91,7 +96,7 @@ class ClientDaemon:
             site=s.library_name, history=list(self.state.history), running=self.state.running,
             next_run=self.state.next_run, published=published, now=datetime.now(timezone.utc),
             stale_after=s.stale_after_seconds, schedule=s.sync_schedule, tz=s.tz, peer=s.sync_peer,
-            thumbprint=self.thumbprint,
+            thumbprint=(self.front.last_thumbprint if self.front is not None else None) or self.thumbprint,
         )
 
     def metrics(self) -> bytes:
@@ -219,11 +224,58 @@ class ClientDaemon:
 
         s = self.settings
         password = s.library_password_value()
-        library = create_app(served_root(s), browse=s.library_browse, password=password)
+        library = create_app(served_root(s), browse=s.library_browse, password=password,
+                             behind_proxy=self.acme)
         library[REQUEST_OBSERVER] = self.metrics_.observe_request
         status_app = web.Application() if s.status_port else library
         add_status_routes(status_app, self, token=s.admin_token_value(), password=password)
         return library, (status_app if s.status_port else None)
+
+    @property
+    def acme(self) -> bool:
+        """Automatic HTTPS: TLS_NAME without certificate files, Caddy in front."""
+        return bool(self.settings.tls_name) and self.settings.tls_files() is None
+
+    async def _front(self, socket_path: Path, web_started: asyncio.Event,
+                     on_started: Callable[[list[str]], None] | None) -> None:
+        """Run Caddy in front of the library (unix socket) until stopped; raise if it dies."""
+        from ..web.caddy import CaddyFront
+
+        s = self.settings
+        https_port = s.https_port or s.http_port
+        front = self.front = CaddyFront(s, f"unix/{socket_path}", s.certs_dir / "acme",
+                                        https_port=https_port, http_port=s.acme_http_port)
+        try:
+            if not await self._until_stopped(web_started.wait()):
+                return
+            if not await self._until_stopped(front.start(timeout=ACME_START_TIMEOUT)):
+                return
+            self.thumbprint = front.last_thumbprint
+            url = f"https://{s.tls_name}{'' if https_port == 443 else f':{https_port}'}/lib.json"
+            log.info("subscription URL: %s (certificate SHA-1 thumbprint %s)", url, self.thumbprint)
+            if on_started is not None:
+                on_started([url])
+            if await self._until_stopped(front.wait()):
+                raise OperationFailed(f"caddy (HTTPS for TLS_NAME={s.tls_name}) exited with code "
+                                      f"{front.returncode}" + (f": {front.last_error}" if front.last_error else ""))
+        finally:
+            await front.stop()
+
+    async def _until_stopped(self, coro) -> bool:
+        """Run ``coro`` until it ends (True; its exception is raised) or the daemon stops (False, cancelled)."""
+        task = asyncio.ensure_future(coro)
+        stopping = asyncio.ensure_future(self.stop.wait())
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if task.done():
+            task.result()
+            return True
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return False
 
     async def run(self, *, on_started: Callable[[list[str]], None] | None = None) -> None:
         """Serve and schedule until SIGTERM/SIGINT."""
@@ -242,10 +294,21 @@ class ClientDaemon:
             ssl_context = load_tls_context(*tls)
             self.thumbprint = sha1_thumbprint(tls[0])
             log.info("TLS certificate %s, SHA-1 thumbprint %s", tls[0], self.thumbprint)
-        servers = [asyncio.create_task(serve_app(
-            library, s.http_host, s.http_port, ssl_context=ssl_context, shutdown_grace=s.shutdown_grace_seconds,
-            on_started=on_started, stop_event=self.stop, handle_signals=False,
-        ))]
+        if self.acme:  # the app listens on a private unix socket; Caddy serves HTTPS in front of it
+            state = s.resolved_state_dir()
+            state.mkdir(parents=True, exist_ok=True)
+            socket_path = state / "web.sock"
+            web_started = asyncio.Event()
+            servers = [asyncio.create_task(serve_app(
+                library, "", 0, unix_path=str(socket_path), shutdown_grace=s.shutdown_grace_seconds,
+                on_started=lambda urls: web_started.set(), stop_event=self.stop, handle_signals=False,
+            )), asyncio.create_task(self._front(socket_path, web_started, on_started))]
+        else:
+            servers = [asyncio.create_task(serve_app(
+                library, s.http_host, s.https_port if tls and s.https_port else s.http_port,
+                ssl_context=ssl_context, shutdown_grace=s.shutdown_grace_seconds,
+                on_started=on_started, stop_event=self.stop, handle_signals=False,
+            ))]
         if status_app is not None:
             servers.append(asyncio.create_task(serve_app(
                 status_app, s.http_host, s.status_port, ssl_context=ssl_context, shutdown_grace=1,

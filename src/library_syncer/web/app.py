@@ -37,6 +37,9 @@ from .rules import (
 
 RESERVED_PREFIX = "/_syncer/"
 
+BEHIND_PROXY = web.AppKey("behind_proxy", bool)
+"""True when every request comes through our own TLS front (Caddy), which sets X-Forwarded-For."""
+
 RootProvider = Callable[[str, tuple[str, ...]], Path]
 """``provider(client, parts)``: the folder to answer a request for ``parts`` from ``client`` (its address)."""
 
@@ -75,6 +78,20 @@ class _LibraryFile(web.FileResponse):
         with_body = request.method != hdrs.METH_HEAD and self.status in (200, 206)
         self.bytes_sent = (self.content_length or 0) if with_body else 0
         return writer
+
+
+def client_address(request: web.BaseRequest) -> str:
+    """The subscriber's address: the peer's, or behind our TLS front the one it reports.
+
+    Caddy replaces any X-Forwarded-For a client sends with the address it saw, so
+    the last entry is trusted, and only on an app created with ``behind_proxy``.
+    """
+    app = getattr(request, "app", None)
+    if app is not None and app.get(BEHIND_PROXY):
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        if forwarded.strip():
+            return forwarded.split(",")[-1].strip()
+    return request.remote or ""
 
 
 def _locate(provider: RootProvider, client: str, parts: tuple[str, ...]) -> _Found | None:
@@ -121,7 +138,7 @@ class _Library:
         parts = split_request_path(request.rel_url.raw_path)
         if parts is None or parts[:1] == (_RESERVED_SEGMENT,):
             raise web.HTTPNotFound()
-        found = await asyncio.to_thread(_locate, self.provider, request.remote or "", parts)
+        found = await asyncio.to_thread(_locate, self.provider, client_address(request), parts)
         if found is None:
             raise web.HTTPNotFound()
         if stat.S_ISDIR(found.st.st_mode):
@@ -159,16 +176,18 @@ def _auth_middleware(password: str):
 
 
 def create_app(
-    root: Path | RootProvider, *, browse: bool = False, password: str | None = None
+    root: Path | RootProvider, *, browse: bool = False, password: str | None = None, behind_proxy: bool = False
 ) -> web.Application:
     """The web app serving ``root``: a folder, or a :data:`RootProvider` choosing one per request
     (e.g. ``publish.pins.GenerationPins``, which follows generation switches per subscriber).
 
     ``browse`` enables HTML folder listings (otherwise a folder, ``/`` included, is 404);
-    ``password`` requires HTTP Basic auth as user ``vcsp`` on every path outside RESERVED_PREFIX.
+    ``password`` requires HTTP Basic auth as user ``vcsp`` on every path outside RESERVED_PREFIX;
+    ``behind_proxy`` takes client addresses from X-Forwarded-For (see :func:`client_address`).
     """
     provider: RootProvider = root if callable(root) else (lambda client, parts: root)  # type: ignore[assignment]
     app = web.Application(middlewares=[_auth_middleware(password)] if password else [])
+    app[BEHIND_PROXY] = behind_proxy
     app[ROOT_PROVIDER] = provider
     # Every path but the reserved prefix; aiohttp adds HEAD to GET routes.
     app.router.add_get(r"/{path:(?!" + _RESERVED_SEGMENT + r"(/|$)).*}", _Library(provider, browse).handle, name="library")

@@ -19,6 +19,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from ..errors import ConfigError
+from .app import client_address
 from .rules import subscription_urls
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ class AccessLogger(AbstractAccessLogger):
         if observer is not None:
             observer(request.method, response.status, sent if isinstance(sent, int) else 0)
         if self.logger.isEnabledFor(logging.INFO):
-            self.logger.info("%s %s %s %s %s %.3fs", request.remote, request.method,
+            self.logger.info("%s %s %s %s %s %.3fs", client_address(request), request.method,
                              request.rel_url.raw_path_qs, response.status, sent, time)
 
     @property
@@ -70,12 +71,14 @@ async def serve_app(
     on_started: Callable[[list[str]], None] | None = None,
     stop_event: asyncio.Event | None = None,
     handle_signals: bool = True,
+    unix_path: str | None = None,
 ) -> None:
-    """Serve ``app`` on host:port until SIGTERM/SIGINT (if ``handle_signals``) or ``stop_event``.
+    """Serve ``app`` on host:port (or the unix socket ``unix_path``) until SIGTERM/SIGINT (if
+    ``handle_signals``) or ``stop_event``.
 
-    Raises ConfigError (one line naming host:port) when the address cannot be bound.
+    Raises ConfigError (one line naming the address) when it cannot be bound.
     ``on_started`` receives the subscription URL(s) once the socket listens (port 0
-    picks a free port, shown in the URLs).
+    picks a free port, shown in the URLs; a unix socket gives no URL).
     """
     stop = stop_event if stop_event is not None else asyncio.Event()
     runner = web.AppRunner(
@@ -86,16 +89,23 @@ async def serve_app(
     loop = asyncio.get_running_loop()
     signals: list[signal.Signals] = []
     try:
-        site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+        if unix_path is not None:
+            site: web.BaseSite = web.UnixSite(runner, unix_path)
+            where = unix_path
+        else:
+            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+            where = _host_port(host, port)
         try:
             await site.start()
         except OSError as exc:
-            raise ConfigError(
-                f"web server cannot listen on {_host_port(host, port)}: {exc.strerror or exc}"
-            ) from None
-        bound_port = runner.addresses[0][1] if runner.addresses else port
-        urls = subscription_urls(host, bound_port, tls=ssl_context is not None, hostname=socket.gethostname())
-        log.info("serving on %s; subscription URL: %s", _host_port(host, bound_port), " ".join(urls))
+            raise ConfigError(f"web server cannot listen on {where}: {exc.strerror or exc}") from None
+        if unix_path is not None:
+            urls: list[str] = []
+            log.info("serving on unix socket %s", unix_path)
+        else:
+            bound_port = runner.addresses[0][1] if runner.addresses else port
+            urls = subscription_urls(host, bound_port, tls=ssl_context is not None, hostname=socket.gethostname())
+            log.info("serving on %s; subscription URL: %s", _host_port(host, bound_port), " ".join(urls))
         if on_started is not None:
             on_started(urls)
         if handle_signals:

@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 
-from .app import RESERVED_PREFIX
+from .app import RESERVED_PREFIX, client_address
 from .rules import status_access
 from .status_page import render_status
 
@@ -55,7 +55,7 @@ def add_status_routes(app: web.Application, source: StatusSource, *, token: str 
 
     def allow(request: web.Request, action: str) -> None:
         if status_access(action, header=request.headers.get(hdrs.AUTHORIZATION), token=token,
-                         password=password, loopback=_is_loopback(request.remote)):
+                         password=password, loopback=_is_loopback(client_address(request))):
             return
         if action == "write" and not token:
             raise web.HTTPForbidden(text="on-demand syncs from another host need an admin token "
