@@ -16,18 +16,18 @@ page); without one, open.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 from typing import Any, Callable, Iterator
 
-from aiohttp import BasicAuth, hdrs, web
+from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..daemon.fleet import RESULTS, STATES, Fleet
 from ..errors import ConfigError
 from .fleet_page import render_fleet_page
+from .rules import check_admin_token
 from .runner import AccessLogger, access_log
 
 log = logging.getLogger(__name__)
@@ -94,27 +94,13 @@ def metrics_registry(fleet: Fleet) -> CollectorRegistry:
     return registry
 
 
-def token_ok(header: str | None, token: str) -> bool:
-    """Whether an Authorization header carries ``token`` (Bearer, or Basic password with any user)."""
-    if not header:
-        return False
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer":
-        return hmac.compare_digest(value.strip().encode(), token.encode())
-    try:
-        password = BasicAuth.decode(header, encoding="utf-8").password
-    except ValueError:
-        return False
-    return hmac.compare_digest(password.encode(), token.encode())
-
-
 def make_fleet_app(fleet: Fleet, *, token: str | None, refresh_seconds: int = 30) -> web.Application:
     """The fleet web app (see the module doc for its paths)."""
     registry = metrics_registry(fleet)
 
     @web.middleware
     async def require_token(request: web.Request, handler: Callable) -> web.StreamResponse:
-        if token and request.path != "/healthz" and not token_ok(request.headers.get(hdrs.AUTHORIZATION), token):
+        if token and request.path != "/healthz" and not check_admin_token(request.headers.get(hdrs.AUTHORIZATION), token):
             raise web.HTTPUnauthorized(text="admin token required\n",
                                        headers={hdrs.WWW_AUTHENTICATE: f'Basic realm="{REALM}", charset="UTF-8"'})
         return await handler(request)
