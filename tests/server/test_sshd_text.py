@@ -80,6 +80,10 @@ def test_log_folder_names_sites():
     assert folder.fold("Accepted publickey for syncer from ::1 port 7 ssh2: RSA SHA256:zzz").startswith(
         "site unknown key:"
     )
+    # a killed transfer ends with "Connection closed by ADDR port P": the session is forgotten
+    folder.fold("Accepted publickey for syncer from 10.0.0.6 port 9 ssh2: ED25519 SHA256:abc")
+    assert folder.fold("Connection closed by 10.0.0.6 port 9").startswith("site paris:")
+    assert ("10.0.0.6", "9") not in folder.sessions
 
 
 def test_public_key_parsing():

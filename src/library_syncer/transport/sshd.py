@@ -125,6 +125,10 @@ _ACCEPTED_RE = re.compile(
 )
 _FP_RE = re.compile(r"SHA256:[A-Za-z0-9+/]+")
 _PEER_RE = re.compile(r"(?P<addr>[0-9A-Fa-f.:]+) port (?P<port>\d+)")
+# Lines after which sshd says no more about a session (clean end, or the connection is gone).
+_SESSION_ENDS = ("Disconnected from user", "Connection closed by", "Connection reset by",
+                 "Timeout, client not responding", "Read error from remote host")
+_MAX_SESSIONS = 4096
 
 
 @dataclass
@@ -145,6 +149,8 @@ class LogFolder:
         if m:
             site = self.sites.get(m["fp"], "unknown key")
             self.sessions[(m["addr"], m["port"])] = site
+            while len(self.sessions) > _MAX_SESSIONS:  # ends sshd never logged must not pile up
+                del self.sessions[next(iter(self.sessions))]
             return f"site {site}: session from {m['addr']} port {m['port']} ({m['kind']} {m['fp']})"
         fp = _FP_RE.search(line)
         if fp and fp[0] in self.sites:
@@ -153,7 +159,7 @@ class LogFolder:
         if m and (m["addr"], m["port"]) in self.sessions:
             key = (m["addr"], m["port"])
             site = self.sessions[key]
-            if line.startswith("Disconnected from user") or line.startswith("Connection closed by user"):
+            if line.startswith(_SESSION_ENDS):
                 del self.sessions[key]
             return f"site {site}: {line}"
         return line
