@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 from pathlib import Path
 
@@ -69,6 +70,23 @@ def test_private_key_checks(tmp_path):
         ssh.check_private_key(pub)
     with pytest.raises(ConfigError, match="not a regular file"):
         ssh.check_private_key(tmp_path)
+
+
+def test_a_key_readable_by_others_is_used_through_a_private_copy(tmp_path):
+    require_tool("ssh-keygen", "openssh-client")
+    key = tmp_path / "mounted" / "id_syncer"
+    key.parent.mkdir()
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    assert ssh.usable_private_key(key, tmp_path / "state") == key  # 0600: used as it is
+    key.chmod(0o644)  # as a bind mount often is
+    copy = ssh.usable_private_key(key, tmp_path / "state")
+    assert copy == tmp_path / "state" / "sync_key" and copy.read_bytes() == key.read_bytes()
+    assert stat.S_IMODE(copy.stat().st_mode) == 0o600 and stat.S_IMODE(key.stat().st_mode) == 0o644
+    ssh.check_private_key(copy)
+    pub = Path(str(key) + ".pub")
+    pub.chmod(0o644)
+    with pytest.raises(ConfigError, match="public key"):
+        ssh.usable_private_key(pub, tmp_path / "state")
 
 
 def test_ssh_command_options(tmp_path):

@@ -197,7 +197,7 @@ def prepare(settings: Settings, *, source: str | None = None) -> SyncPlan:
         if not settings.sync_peer:
             raise ConfigError("setting sync_peer (SYNC_PEER / --sync-peer) is required to sync")
         key = settings.sync_key or settings.keys_dir / "id_ed25519"
-        ssh.check_private_key(key)
+        key = ssh.usable_private_key(key, settings.resolved_state_dir())
         pin = ssh.pin_host_key(
             settings.sync_peer, settings.sync_port, settings.resolved_state_dir(),
             known_hosts=settings.sync_known_hosts, host_key=settings.sync_host_key,

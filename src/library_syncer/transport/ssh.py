@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import shlex
 import stat
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 KEY_TYPES = (
     "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
@@ -116,6 +119,10 @@ def _ensure_dir(path: Path) -> None:
         raise ConfigError(f"setting state_dir: cannot create folder {path} ({exc.strerror})") from None
 
 
+def _public_hint(head: bytes) -> str:
+    return " (that is a public key)" if head.startswith((b"ssh-", b"ecdsa-", b"sk-")) else ""
+
+
 def check_private_key(path: Path) -> None:
     """Fail with one line naming the file if ssh could not use it as the site's private key."""
     where = f"setting sync_key: private key file {path}"
@@ -138,8 +145,40 @@ def check_private_key(path: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read ({exc.strerror})") from None
     if b"PRIVATE KEY" not in head:
-        hint = " (that is a public key)" if head.startswith((b"ssh-", b"ecdsa-", b"sk-")) else ""
-        raise ConfigError(f"{where} is not a private key{hint}")
+        raise ConfigError(f"{where} is not a private key{_public_hint(head)}")
+
+
+def usable_private_key(path: Path, state_dir: Path) -> Path:
+    """The key file ssh should use: ``path``, or a private copy (mode 0600) in the state folder when
+    ``path`` is readable by others (a key mounted into a container often is; the original client
+    chmod-ed the user's file, this leaves it as it is).  ConfigError (one line) if it is unusable."""
+    try:
+        open_to_others = path.is_file() and bool(path.stat().st_mode & 0o077)
+    except OSError:
+        open_to_others = False
+    if not open_to_others:
+        check_private_key(path)
+        return path
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"setting sync_key: private key file {path}: cannot read ({exc.strerror})") from None
+    if b"PRIVATE KEY" not in data[:100]:
+        raise ConfigError(f"setting sync_key: private key file {path} is not a private key{_public_hint(data)}")
+    copy = state_dir / "sync_key"
+    if not (copy.is_file() and copy.read_bytes() == data):
+        _ensure_dir(state_dir)
+        tmp = state_dir / ".sync_key.tmp"
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, copy)
+        log.warning("private key %s is readable by others (mode %04o): using a private copy %s "
+                    "(chmod 600 the original to use it directly)", path, stat.S_IMODE(path.stat().st_mode), copy)
+    return copy
 
 
 def alive_interval(timeout: int) -> int:
