@@ -36,6 +36,7 @@ _UNITS = {"": 1, "K": 1024, "M": MiB, "G": GiB}
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 console = Console(width=240, highlight=False, soft_wrap=True)
+_STARTED = (datetime.now(timezone.utc), os.getloadavg()[0])  # when the benchmark script started
 
 
 # --- sizes, statistics ------------------------------------------------------------------
@@ -95,9 +96,9 @@ def header(title: str, *lines: str) -> None:
     """Print the benchmark's title, date, machine, load average and extra lines."""
     console.print(f"## {title}")
     console.print()
-    console.print(f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}")
+    console.print(f"- date: {_STARTED[0]:%Y-%m-%d %H:%M UTC}")
     console.print(f"- machine: {machine()}")
-    console.print(f"- load average (1 min) at start: {load1():.2f}")
+    console.print(f"- load average (1 min): {_STARTED[1]:.2f} at start, {load1():.2f} at end")
     for line in lines:
         console.print(f"- {line}")
     console.print()

@@ -98,7 +98,7 @@ def main() -> None:
 
     b.header("Fan-out: N sites syncing at once from one server (loopback)",
              f"library: {b.human(size)} of random data in {FILES} files, {FILES // 2} items; real server "
-             "(sshd + rrsync -ro), clients are `library-syncer sync` processes started together",
+             "(sshd + rrsync -ro); each site is its own process running the product's sync (run_sync), all started together",
              f"median of {args.repeat} rounds; measured in {time.monotonic() - started:.0f} s")
     b.table("Time to all-complete and CPU per site",
             ["sites × sync", "all complete s", "server CPU s per site", "client CPU s per site", "client peak RSS"],

@@ -14,7 +14,7 @@ measurement runs ``--repeat`` times, ours and Caddy alternating; the table shows
 of MB/s (10^6 bytes per second, hey's total time) and of the server's CPU seconds (from
 /proc/PID/stat, utime+stime, before/after), the ratio ours/Caddy, and each server's peak RSS.
 
-Usage: python benchmarks/serving.py [--quick] [--large-size 2G] [--concurrent-size 64M] [--repeat 3]
+Usage: python benchmarks/serving.py [--quick] [--large-size 2G] [--concurrent-size 32M] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -105,12 +105,12 @@ def main() -> None:
     b.common_args(parser)
     parser.add_argument("--large-size", type=b.parse_size, default=None, help="the single large file (default 2G)")
     parser.add_argument("--concurrent-size", type=b.parse_size, default=None,
-                        help=f"file downloaded {CONCURRENCY} times at once (default 64M)")
+                        help=f"file downloaded {CONCURRENCY} times at once (default 32M)")
     parser.add_argument("--no-diagnose", dest="diagnose", action="store_false",
                         help="leave out the HTTPS diagnosis run (ours with AIOHTTP_NOSENDFILE=1)")
     args = b.parse_args(parser)
     large = args.large_size or (b.parse_size("256M") if args.quick else b.parse_size("2G"))
-    small = args.concurrent_size or (b.parse_size("8M") if args.quick else b.parse_size("64M"))
+    small = args.concurrent_size or (b.parse_size("8M") if args.quick else b.parse_size("32M"))
     b.require("caddy", "hey", "openssl")
 
     with b.workdir(args.dir, "serving-bench-") as work:
