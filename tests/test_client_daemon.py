@@ -67,3 +67,29 @@ def test_demo_runs_the_main_job(tmp_path):
     assert "Published library 'Demo Library' version 1 with 3 items" in r.stdout
     assert "Subscription URL: http://127.0.0.1:" in r.stdout
     assert getpass.getuser()  # the demo logs in as the current user in unprivileged mode
+
+
+def test_second_sigterm_cuts_running_downloads(tmp_path):
+    import http.client
+    import time
+
+    from client_fixture import running_client
+
+    source = tmp_path / "primary-library"
+    make_sample_library(source, disk_size=48 * 1024 * 1024)
+    with running_server(tmp_path, source) as srv, \
+            running_client(tmp_path, srv, SYNCER_SHUTDOWN_GRACE="300") as site:
+        items = wait_until(lambda: _get_json(site.url("items.json")), 90, "the first publication")["items"]
+        href = max((f for i in items for f in i["files"]), key=lambda f: f["size"])["hrefs"][0]
+        conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=30)
+        conn.request("GET", "/" + href)
+        resp = conn.getresponse()
+        assert resp.status == 200 and resp.read(1024)  # a download in progress, its reader stalled
+        site.proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: "send it again to cut them" in site.log_text(), 30, "the graceful stop")
+        assert site.proc.poll() is None  # the download holds the stop (grace 300 s)
+        started = time.monotonic()
+        site.proc.send_signal(signal.SIGTERM)
+        assert site.proc.wait(60) == 0
+        assert time.monotonic() - started < 60 and "cutting running downloads" in site.log_text()
+        conn.close()

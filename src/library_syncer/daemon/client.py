@@ -80,6 +80,7 @@ class ClientDaemon:
         self.metrics_ = ClientMetrics()
         self.rng = rng or random.Random()
         self.stop = asyncio.Event()
+        self._cut = asyncio.Event()  # a second SIGTERM: running downloads are cut
         self.thumbprint: str | None = None
         self.front = None  # the Caddy front in automatic-HTTPS mode (web/caddy.py)
         self._thread_stop = threading.Event()
@@ -211,7 +212,12 @@ class ClientDaemon:
 
     # -- lifecycle -------------------------------------------------------------------------
     def _on_signal(self, signame: str) -> None:
-        log.info("%s received: stopping", signame)
+        if self.stop.is_set():
+            log.warning("%s received again: cutting running downloads", signame)
+            self._cut.set()
+            return
+        log.info("%s received: stopping (running downloads get %gs; send it again to cut them)",
+                 signame, self.settings.shutdown_grace_seconds)
         self.stop.set()
         self._thread_stop.set()
 
@@ -302,12 +308,13 @@ class ClientDaemon:
             servers = [asyncio.create_task(serve_app(
                 library, "", 0, unix_path=str(socket_path), shutdown_grace=s.shutdown_grace_seconds,
                 on_started=lambda urls: web_started.set(), stop_event=self.stop, handle_signals=False,
+                cut_event=self._cut,
             )), asyncio.create_task(self._front(socket_path, web_started, on_started))]
         else:
             servers = [asyncio.create_task(serve_app(
                 library, s.http_host, s.https_port if tls and s.https_port else s.http_port,
                 ssl_context=ssl_context, shutdown_grace=s.shutdown_grace_seconds,
-                on_started=on_started, stop_event=self.stop, handle_signals=False,
+                on_started=on_started, stop_event=self.stop, handle_signals=False, cut_event=self._cut,
             ))]
         if status_app is not None:
             servers.append(asyncio.create_task(serve_app(

@@ -72,13 +72,16 @@ async def serve_app(
     stop_event: asyncio.Event | None = None,
     handle_signals: bool = True,
     unix_path: str | None = None,
+    cut_event: asyncio.Event | None = None,
 ) -> None:
     """Serve ``app`` on host:port (or the unix socket ``unix_path``) until SIGTERM/SIGINT (if
     ``handle_signals``) or ``stop_event``.
 
     Raises ConfigError (one line naming the address) when it cannot be bound.
     ``on_started`` receives the subscription URL(s) once the socket listens (port 0
-    picks a free port, shown in the URLs; a unix socket gives no URL).
+    picks a free port, shown in the URLs; a unix socket gives no URL).  Setting ``cut_event``
+    during the graceful stop cuts the running downloads (a second SIGTERM does the same when
+    ``handle_signals``).
     """
     stop = stop_event if stop_event is not None else asyncio.Event()
     runner = web.AppRunner(
@@ -118,6 +121,9 @@ async def serve_app(
         cleanup = asyncio.ensure_future(runner.cleanup())
         for sig in signals:  # a second signal cuts the running downloads
             loop.add_signal_handler(sig, _on_second_signal, cleanup, sig)
+        cutter = asyncio.ensure_future(cut_event.wait()) if cut_event is not None else None
+        if cutter is not None:
+            cutter.add_done_callback(lambda _: cleanup.cancel())
         try:
             await cleanup
         except asyncio.CancelledError:
@@ -125,6 +131,8 @@ async def serve_app(
             if not cleanup.cancelled() or (task is not None and task.cancelling()):
                 raise
         finally:
+            if cutter is not None:
+                cutter.cancel()
             for sig in signals:
                 loop.remove_signal_handler(sig)
     log.info("web server stopped")
