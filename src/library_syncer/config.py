@@ -321,33 +321,23 @@ class Settings(BaseSettings):
 
     def library_password_value(self) -> str | None:
         """The library password from the file or the setting, or None when unset."""
-        if self.library_password_file is not None:
-            try:
-                text = self.library_password_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(
-                    f"library_password_file {self.library_password_file}: cannot read ({exc.strerror})"
-                ) from None
-            if not text:
-                raise ConfigError(f"library_password_file {self.library_password_file}: file is empty")
-            return text
-        if self.library_password is not None:
-            return self.library_password.get_secret_value() or None
-        return None
+        return self._secret("library_password_file", self.library_password_file, self.library_password)
 
     def admin_token_value(self) -> str | None:
         """The admin token from the file or the setting, or None when unset."""
-        if self.admin_token_file is not None:
+        return self._secret("admin_token_file", self.admin_token_file, self.admin_token)
+
+    @staticmethod
+    def _secret(setting: str, path: Path | None, value: SecretStr | None) -> str | None:
+        if path is not None:
             try:
-                text = self.admin_token_file.read_text().strip()
+                text = path.read_text().strip()
             except OSError as exc:
-                raise ConfigError(f"admin_token_file {self.admin_token_file}: cannot read ({exc.strerror})") from None
+                raise ConfigError(f"{setting} {path}: cannot read ({exc.strerror})") from None
             if not text:
-                raise ConfigError(f"admin_token_file {self.admin_token_file}: file is empty")
+                raise ConfigError(f"{setting} {path}: file is empty")
             return text
-        if self.admin_token is not None:
-            return self.admin_token.get_secret_value() or None
-        return None
+        return (value.get_secret_value() or None) if value is not None else None
 
     def tls_files(self) -> tuple[Path, Path] | None:
         """(certificate, key) when HTTPS with given files is configured, else None."""
