@@ -23,7 +23,7 @@ def pytest_configure(config) -> None:
 
 def pytest_collection_modifyitems(items) -> None:
     for item in items:
-        if "tests/network/" in str(item.fspath).replace("\\", "/"):
+        if "tests/network/" in item.path.as_posix():
             item.add_marker(pytest.mark.network)
 
 
