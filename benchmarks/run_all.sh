@@ -30,7 +30,7 @@ dir_args=()
 
 start=$SECONDS
 {
-  echo "# Benchmark run $(date -u '+%Y-%m-%d %H:%M UTC') ($*)"
+  echo "# Benchmark run $(date -u "+%Y-%m-%d %H:%M UTC") (${*:-full sizes})"
   echo
   for script in manifest_refresh delta noop_sync fanout serving; do
     /usr/bin/time -f "- whole script ($script): %e s wall, %U s user + %S s system CPU, benchmark process max RSS %M KiB" \
