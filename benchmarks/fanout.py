@@ -39,10 +39,15 @@ def round_of(server: b.SyncServer, sites: list[Path]) -> tuple[float, float, flo
         cmd = [sys.executable, __file__, "--site", str(server.port), str(server.key), str(server.known_hosts),
                str(site), str(site.parent / f"{site.name}-state")]
         procs.append(subprocess.Popen(cmd, env=b.clean_env(), stdin=subprocess.DEVNULL, stdout=log, stderr=log))
-    for proc, site in zip(procs, sites):
-        if proc.wait(timeout=1800):
-            tail = (site.parent / f"{site.name}.log").read_text(errors="replace")[-1500:]
-            raise SystemExit(f"benchmark: sync of {site.name} failed (exit {proc.returncode}):\n{tail}")
+    try:
+        for proc, site in zip(procs, sites):
+            if proc.wait(timeout=1800):
+                tail = (site.parent / f"{site.name}.log").read_text(errors="replace")[-1500:]
+                raise SystemExit(f"benchmark: sync of {site.name} failed (exit {proc.returncode}):\n{tail}")
+    except BaseException:
+        for proc in procs:
+            b.stop(proc)
+        raise
     wall = time.perf_counter() - start
     time.sleep(0.5)  # let sshd reap its finished sessions so their CPU time is counted
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

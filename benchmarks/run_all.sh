@@ -2,7 +2,7 @@
 # Run every benchmark in one go and collect the tables in one Markdown file.
 #
 #   bash benchmarks/run_all.sh            # full sizes (about 15 minutes on 2 cores)
-#   bash benchmarks/run_all.sh --quick    # small sizes, one run each (a few minutes)
+#   bash benchmarks/run_all.sh --quick    # small sizes, one run each (about 2 minutes)
 #
 # Sets the machine up first (scripts/setup.sh; run as root), installs the tools only the
 # benchmarks need (hey, GNU time) with apt-get, and writes the output to $OUT

@@ -57,7 +57,6 @@ def start_servers(work: Path, root: Path, cert: Path, key: Path, diagnose: bool)
     env = b.clean_env() | {"HOME": str(work / "home"), "XDG_DATA_HOME": str(work / "home"),
                            "XDG_CONFIG_HOME": str(work / "home")}
     servers = []
-
     variants = [("ours", "http"), ("ours", "https"), ("caddy", "http"), ("caddy", "https")]
     if diagnose:
         variants.append((NOSENDFILE, "https"))
@@ -79,11 +78,16 @@ def start_servers(work: Path, root: Path, cert: Path, key: Path, diagnose: bool)
         extra = {"AIOHTTP_NOSENDFILE": "1"} if name == NOSENDFILE else {}
         proc = subprocess.Popen(cmd, env=env | extra, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         servers.append(Server(name, scheme, port, proc))
-    for s in servers:
-        b.wait_for(lambda: s.proc.poll() is not None or b.port_open(s.port), 60, f"{s.name} {s.scheme} server")
-        if s.proc.poll() is not None:
-            log = (work / f"{s.name}-{s.scheme}.log").read_text(errors="replace")[-2000:]
-            raise SystemExit(f"benchmark: {s.name} {s.scheme} server exited:\n{log}")
+    try:
+        for s in servers:
+            b.wait_for(lambda: s.proc.poll() is not None or b.port_open(s.port), 60, f"{s.name} {s.scheme} server")
+            if s.proc.poll() is not None:
+                log = (work / f"{s.name}-{s.scheme}.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"benchmark: {s.name} {s.scheme} server exited:\n{log}")
+    except BaseException:
+        for s in servers:
+            b.stop(s.proc)
+        raise
     return servers
 
 
