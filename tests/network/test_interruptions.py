@@ -2,8 +2,8 @@
 
 Both scenarios: a site has published a first generation and serves it; the
 primary gains a 48 MB file; while it crosses a 40 Mbit/s link the link is cut
-(or the server host crashes), for longer than rsync's timeout; then it comes
-back.  The sync must notice in bounded time, retry with backoff, resume from
+for longer than rsync's timeout (or the server host crashes and stays down as
+long as the timeout); then it comes back.  The sync must notice in bounded time, retry with backoff, resume from
 the partial file and publish, while the web server keeps serving the first
 generation unchanged until the switch.
 """

@@ -8,6 +8,7 @@ spreads their scheduled syncs over SYNC_DELAY_MAX_SECONDS.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import re
 import time
@@ -75,7 +76,7 @@ def test_twenty_sites_at_once_then_spread_by_sync_delay(bench, figures):
     # each scheduled sync waits a random delay up to SYNC_DELAY_MAX_SECONDS after its tick.
     daemons = []
     for site in sites:
-        env = {"SYNC_PEER": site.link.server_addr, "SYNC_PORT": str(SSH_PORT), "SYNC_USER": "root",
+        env = {"SYNC_PEER": site.link.server_addr, "SYNC_PORT": str(SSH_PORT), "SYNC_USER": getpass.getuser(),
                "SYNC_KEY": str(site.key), "SYNC_HOST_KEY": bench.host_key_line,
                "SYNCER_LIBRARY": str(site.library), "SYNCER_STATE_DIR": str(site.state),
                "SYNCER_HTTP_HOST": "127.0.0.1", "SYNCER_HTTP_PORT": "8080", "LIBRARY_NAME": site.name,
