@@ -202,9 +202,10 @@ def test_cli_bad_settings_one_line_each(tmp_path):
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (env, p.stderr)
         assert lines[0].startswith("library-syncer: error: ")
-    key.chmod(0o644)
-    p = cli("sync", env=peer)
-    assert p.returncode == 2 and "permissions 0644" in p.stderr and str(key) in p.stderr
+    key.chmod(0o644)  # readable by others: used through a private copy, with a warning
+    p = cli("sync", env={**peer, "SYNC_RETRY_DEADLINE": "0"})
+    assert "readable by others (mode 0644)" in p.stderr and str(key) in p.stderr
+    assert (tmp_path / "state" / "sync_key").stat().st_mode & 0o777 == 0o600
 
 
 def test_cli_sync_on_a_terminal_shows_a_progress_bar(tmp_path):

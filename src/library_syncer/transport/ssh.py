@@ -182,8 +182,13 @@ def usable_private_key(path: Path, state_dir: Path) -> Path:
 
 
 def alive_interval(timeout: int) -> int:
-    """ServerAliveInterval so that a dead link is noticed within about ``timeout`` seconds."""
-    return max(5, min(60, timeout // 4))
+    """ServerAliveInterval so that a dead link is noticed within about ``timeout`` seconds.
+
+    rsync's own --timeout does not fire on a silent link (its keep-alives into the ssh pipe
+    count as activity); ssh gives up after ServerAliveCountMax (3) unanswered probes, so
+    about 4 intervals: at most ``timeout``.
+    """
+    return max(2, min(60, timeout // 4))
 
 
 def ssh_command(
