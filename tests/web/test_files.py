@@ -225,3 +225,24 @@ def test_root_switch_during_download(tmp_path):
         rest = resp.read()
         conn.close()
         assert len(rest) == size - 16 and rest[-16:] == b"A" * 16
+
+
+def test_files_over_tls_are_exact_whole_and_ranged(tmp_path):
+    """Over TLS files go out in big reads instead of asyncio's emulated sendfile: same bytes, same ranges."""
+    from library_syncer.web.tls import load_tls_context
+
+    from .helpers import make_cert
+
+    lib = tmp_path / "lib"
+    (lib / "item").mkdir(parents=True)
+    data = os.urandom(5 * 1024 * 1024 + 12345)  # not a multiple of the chunk size
+    (lib / "item" / "disk.vmdk").write_bytes(data)
+    cert, key = make_cert(tmp_path / "tls")
+    with ServerThread(create_app(lib), ssl_context=load_tls_context(cert, key)) as srv:
+        url = f"https://127.0.0.1:{srv.port}/item/disk.vmdk"
+        whole = requests.get(url, verify=str(cert), timeout=30)
+        assert whole.status_code == 200 and whole.content == data
+        part = requests.get(url, verify=str(cert), headers={"Range": "bytes=1048570-3145727"}, timeout=30)
+        assert part.status_code == 206 and part.content == data[1048570:3145728]
+        tail = requests.get(url, verify=str(cert), headers={"Range": "bytes=-100"}, timeout=30)
+        assert tail.content == data[-100:]
