@@ -9,7 +9,6 @@ the awaited sync failed; 2 for a bad setting.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import time
 from urllib.parse import urljoin, urlsplit
@@ -21,6 +20,7 @@ from . import setting_options, settings_from
 from ..config import Settings
 from ..daemon.sync import human_bytes
 from ..errors import OperationFailed
+from ..web.rules import is_loopback
 
 _WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
@@ -33,17 +33,10 @@ def default_base_url(s: Settings) -> str:
     return f"{scheme}://{host}:{s.status_port or s.http_port}/_syncer/"
 
 
-def _loopback(url: str) -> bool:
-    try:
-        return ipaddress.ip_address((urlsplit(url).hostname or "").strip("[]")).is_loopback
-    except ValueError:
-        return urlsplit(url).hostname == "localhost"
-
-
 async def _call(method: str, url: str, token: str | None) -> tuple[int, dict]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     # Our own host over HTTPS: the certificate names the public host name, not 127.0.0.1.
-    ssl = False if _loopback(url) else None
+    ssl = False if is_loopback(urlsplit(url).hostname) else None
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
             async with session.request(method, url, headers=headers, ssl=ssl) as resp:

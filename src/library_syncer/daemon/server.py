@@ -14,7 +14,6 @@ and without touching established sessions.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import os
 import pwd
@@ -33,6 +32,7 @@ from ..errors import ConfigError, OperationFailed
 from ..transport import keys as keymod
 from ..transport.sshd import LogFolder, SshdSetup, forced_command, render_authorized_keys, render_sshd_config
 from ..web.fleet import make_fleet_app, start_fleet_server
+from ..web.rules import is_loopback
 from .fleet import Fleet, established_peers
 
 log = logging.getLogger("library_syncer.server")
@@ -331,7 +331,7 @@ async def _supervise(plan: ServerPlan) -> int:
         token = plan.settings.admin_token_value()
         web_runner = await start_fleet_server(make_fleet_app(fleet, token=token), plan.settings.fleet_host,
                                               plan.settings.fleet_port)
-        if not token and not _is_loopback(plan.settings.fleet_host):
+        if not token and not is_loopback(plan.settings.fleet_host):
             log.warning("the fleet view is open to anyone who can reach it: set admin_token_file or "
                         "SYNCER_ADMIN_TOKEN to require a token")
     upkeep = asyncio.ensure_future(_fleet_upkeep(plan, fleet, FLEET_UPKEEP_SECONDS))
@@ -437,13 +437,6 @@ def save_fleet(plan: ServerPlan, fleet: Fleet) -> None:
     except OSError as exc:
         fleet.dirty = True
         log.error("cannot save the fleet history %s: %s", path, exc.strerror or exc)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def _ssh_peers(port: int) -> set[tuple[str, int]] | None:

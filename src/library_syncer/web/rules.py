@@ -6,6 +6,7 @@ Nothing here touches files or sockets, so every rule is unit-testable.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import html
 import mimetypes
 from dataclasses import dataclass
@@ -183,3 +184,14 @@ def status_access(action: str, *, header: str | None, token: str | None, passwor
     if action == "write":
         return loopback
     return check_basic_auth(header, password) if password else True
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for a loopback address (``127.0.0.0/8``, ``::1``, with or without brackets/zone) or ``localhost``."""
+    if not host:
+        return False
+    host = host.strip("[]").split("%")[0]
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -19,14 +19,13 @@ write is allowed from loopback only.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 from typing import Any, Protocol
 
 from aiohttp import hdrs, web
 
 from .app import RESERVED_PREFIX, client_address
-from .rules import status_access
+from .rules import is_loopback, status_access
 from .status_page import render_status
 
 P = RESERVED_PREFIX
@@ -42,20 +41,13 @@ class StatusSource(Protocol):
     def start_sync(self, trigger: str) -> tuple[bool, str]: ...  # (started, run id)
 
 
-def _is_loopback(remote: str | None) -> bool:
-    try:
-        return remote is not None and ipaddress.ip_address(remote.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
 def add_status_routes(app: web.Application, source: StatusSource, *, token: str | None,
                       password: str | None) -> None:
     """Add the ``/_syncer/`` endpoints to ``app``."""
 
     def allow(request: web.Request, action: str) -> None:
         if status_access(action, header=request.headers.get(hdrs.AUTHORIZATION), token=token,
-                         password=password, loopback=_is_loopback(client_address(request))):
+                         password=password, loopback=is_loopback(client_address(request))):
             return
         if action == "write" and not token:
             raise web.HTTPForbidden(text="on-demand syncs from another host need an admin token "
