@@ -39,9 +39,21 @@ class _JsonLines(JsonFormatter):
         return log_record
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each line (never to a closed stand-in)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def configure(fmt: str = "text", *, verbose: bool = False) -> None:
     """Send log lines to stderr as ``text`` or ``json`` (one object per line); may be called again."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.addFilter(_RunIdFilter())
     if fmt == "json":
         handler.setFormatter(_JsonLines(

@@ -120,6 +120,8 @@ def test_metrics_series():
 
 
 def test_json_log_lines_carry_the_run_id(capsys):
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
     logs.configure("json")
     try:
         log = logging.getLogger("library_syncer.test")
@@ -130,7 +132,8 @@ def test_json_log_lines_carry_the_run_id(capsys):
             t.start()
             t.join()
     finally:
-        logs.configure("text")
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
     assert [ln.get("run_id") for ln in lines] == [None, "20261125T120000Z-1", "20261125T120000Z-1"]
     assert lines[1]["message"] == "inside 1" and lines[1]["level"] == "WARNING" and "time" in lines[1]
