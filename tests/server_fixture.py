@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from support import cli, cli_popen, free_port, require_tool, wait_until
+from support import cli, cli_popen, free_port, require_tool, stop_process, wait_until
 
 _host_keys_cache: Path | None = None
 
@@ -139,11 +139,5 @@ def running_server(tmp_path: Path, library: Path, *, site: str = "site1", env: d
         wait_until(ready, 30, f"the server on {host}:{port}")
         yield server
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc, 20)
 

@@ -54,6 +54,17 @@ def require_tool(name: str, package: str) -> str:
     return path
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM ``proc`` if it runs, wait up to ``timeout`` seconds, then kill it."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
 def cli(*args: str | os.PathLike, env: dict | None = None, timeout: float = 120, input: str | None = None,
         cwd: Path | None = None) -> subprocess.CompletedProcess:
     """Run ``library-syncer ARGS`` as a real subprocess; returns the completed process."""

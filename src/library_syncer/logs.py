@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 
 from pythonjsonlogger.json import JsonFormatter
 
+_current_format = "text"  # what configure() last set
 RUN_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("run_id", default=None)
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s:%(run)s %(message)s"
@@ -70,7 +71,13 @@ def configure(fmt: str = "text", *, verbose: bool = False) -> None:
         root.setLevel(logging.DEBUG)
     elif root.level in (logging.NOTSET, logging.WARNING):
         root.setLevel(logging.INFO)
-    configure.current = fmt  # type: ignore[attr-defined]
+    global _current_format
+    _current_format = fmt
+
+
+def current_format() -> str:
+    """The format the last :func:`configure` set."""
+    return _current_format
 
 
 _STANDARD_ATTRS = [

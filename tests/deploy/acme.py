@@ -15,18 +15,8 @@ import subprocess
 import urllib.request
 from pathlib import Path
 
-from support import free_port, require_tool, wait_port
+from support import free_port, require_tool, stop_process, wait_port
 from web.helpers import make_cert
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 class Pebble:
@@ -76,7 +66,7 @@ class Pebble:
 
     def stop(self) -> None:
         for proc in reversed(self.procs):
-            _stop(proc)
+            stop_process(proc)
 
     def issuer_roots(self) -> Path:
         """PEM file of the root that signs Pebble's certificates (it changes at every Pebble start)."""

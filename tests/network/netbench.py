@@ -412,6 +412,19 @@ class Bench:
         self.lines.append(probe)
         return probe
 
+    def publish_first_generation(self, site: Site, base_size: int = 1_000_000) -> tuple[Path, Lines, list]:
+        """Primary with one item of ``base_size`` bytes; the site syncs it, serves it, and a probe polls
+        ``lib.json`` and the item.  Returns (primary library, probe, what the probe first got)."""
+        lib = self.work / "primary"
+        write_random(lib / "Base" / "base.iso", base_size)
+        self.start_server(lib)
+        first = self.sync(site).result(60)
+        assert first["ok"] and first["generation"] == 1, first["reason"]
+        self.serve(site)
+        probe = self.probe(site, ["lib.json", "Base/base.iso"])
+        served = probe.wait_for(lambda p: all(g[0] == 200 for g in p["got"]), 30, "the first generation served")
+        return lib, probe, served["got"]
+
     def popen_lines(self, site: Site, *cmd, env: dict | None = None) -> Lines:
         """Any command in the site's namespace, its output lines (stdout+stderr) collected with their time."""
         proc = site.ns.popen(*cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

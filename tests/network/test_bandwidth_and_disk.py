@@ -59,14 +59,7 @@ def test_disk_full_mid_sync_then_space_freed(bench, figures):
     site = bench.add_site()
     disk = bench.tmpfs(bench.work / "site-disk", 100)
     site.library = disk / "library"
-    lib = bench.work / "primary"
-    write_random(lib / "Base" / "base.iso", 4 * MB)
-    bench.start_server(lib)
-    first = bench.sync(site).result(60)
-    assert first["ok"] and first["generation"] == 1, first["reason"]
-    bench.serve(site)
-    probe = bench.probe(site, ["lib.json", "Base/base.iso"])
-    first_got = probe.wait_for(lambda p: all(g[0] == 200 for g in p["got"]), 30, "the first generation served")["got"]
+    lib, probe, first_got = bench.publish_first_generation(site, 4 * MB)
 
     write_random(disk / "other-data.bin", 60 * MB)  # something else on the site's disk
     write_random(lib / "Big" / "disk.iso", 48 * MB)  # needs more than the 36 MB left

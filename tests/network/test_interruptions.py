@@ -25,17 +25,16 @@ DEAD_LINK_BOUND = max(TIMEOUT, 4 * alive_interval(TIMEOUT)) + 3
 SETTINGS = dict(sync_timeout=TIMEOUT, sync_connect_timeout=5, sync_retry_deadline=240, retry_base=1)
 
 
-def publish_first_generation(bench, site):
-    """Primary with one small item; the site syncs it, serves it, and a probe starts polling."""
-    lib = bench.work / "primary"
-    write_random(lib / "Base" / "base.iso", 1 * MB)
-    bench.start_server(lib)
-    first = bench.sync(site).result(60)
-    assert first["ok"] and first["generation"] == 1, first["reason"]
-    bench.serve(site)
-    probe = bench.probe(site, ["lib.json", "Base/base.iso"])
-    served = probe.wait_for(lambda p: all(g[0] == 200 for g in p["got"]), 30, "the first generation served")
-    return lib, probe, served["got"]
+def big_transfer_under_way(bench, site):
+    """A first generation published, served and polled; then a sync of a new 48 MB file, until 40 % of
+    it crossed.  Returns (probe, what it first got, link counters before, start time, the run, progress)."""
+    lib, probe, first_got = bench.publish_first_generation(site)
+    write_random(lib / "Big" / "disk.iso", SIZE)
+    before = site.link.site_counters()
+    t0 = time.time()
+    run = bench.sync(site, **SETTINGS)
+    at = run.wait_event("progress", 60, lambda e: e["bytes"] >= 0.4 * SIZE)
+    return probe, first_got, before, t0, run, at
 
 
 def check_served_unchanged(probe, first_got, run, what):
@@ -65,12 +64,7 @@ def check_resumed(result, wire_bytes):
 
 def test_link_cut_mid_file_then_restored(bench, figures):
     site = bench.add_site(mbit=40)
-    lib, probe, first_got = publish_first_generation(bench, site)
-    write_random(lib / "Big" / "disk.iso", SIZE)
-    before = site.link.site_counters()
-    t0 = time.time()
-    run = bench.sync(site, **SETTINGS)
-    cut_at = run.wait_event("progress", 60, lambda e: e["bytes"] >= 0.4 * SIZE)
+    probe, first_got, before, t0, run, cut_at = big_transfer_under_way(bench, site)
     t_cut = time.time()
     site.link.set_cut(True)
     first_retry = run.wait_event("retry", TIMEOUT + 30)
@@ -100,12 +94,7 @@ def test_link_cut_mid_file_then_restored(bench, figures):
 
 def test_server_crash_mid_file_then_restarted(bench, figures):
     site = bench.add_site(mbit=40)
-    lib, probe, first_got = publish_first_generation(bench, site)
-    write_random(lib / "Big" / "disk.iso", SIZE)
-    before = site.link.site_counters()
-    t0 = time.time()
-    run = bench.sync(site, **SETTINGS)
-    crash_at = run.wait_event("progress", 60, lambda e: e["bytes"] >= 0.4 * SIZE)
+    probe, first_got, before, t0, run, crash_at = big_transfer_under_way(bench, site)
     t_crash = time.time()
     bench.crash_server()
     first_retry = run.wait_event("retry", TIMEOUT + 30)

@@ -68,7 +68,7 @@ def settings_from(ctx: click.Context, values: dict[str, Any]) -> Settings:
     if root.get("log_format"):
         fields.setdefault("log_format", root["log_format"])
     settings = load_settings(root.get("config"), flags=flags, **fields)
-    if settings.log_format != getattr(logs.configure, "current", "text"):  # e.g. set in the TOML file
+    if settings.log_format != logs.current_format():  # e.g. set in the TOML file
         logs.configure(settings.log_format, verbose=bool(root.get("verbose")))
     return settings
 

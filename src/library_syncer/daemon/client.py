@@ -92,7 +92,6 @@ class ClientDaemon:
         """The status document (reads the published manifest: call from a worker thread)."""
         s = self.settings
         published = st.published_library(s.library)
-        self.metrics_.observe_published(published)
         return st.client_status(
             site=s.library_name, history=list(self.state.history), running=self.state.running,
             next_run=self.state.next_run, published=published, now=datetime.now(timezone.utc),
@@ -145,8 +144,8 @@ class ClientDaemon:
                 log.error("sync %s failed: %s", run_id, result.reason)
             try:
                 await asyncio.to_thread(st.save_history, self.settings.resolved_state_dir(), self.state.history)
-            except OSError as exc:
-                log.warning("cannot save the sync history: %s", exc)
+            except OperationFailed as exc:
+                log.warning("sync history not saved: %s", exc)
             event = st.webhook_event(previous, result)
             if event and self.settings.webhook_url:
                 self._spawn(self._call_webhook(event, result))

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import unquote
 
+from ..errors import OperationFailed
 from ..publish.generations import current_generation, current_root
+from ..vcsp.storage import atomic_write
 from .sync import SyncResult
 
 log = logging.getLogger(__name__)
@@ -86,15 +87,12 @@ def load_history(state_dir: Path) -> list[SyncResult]:
 
 
 def save_history(state_dir: Path, history: Iterable[SyncResult]) -> None:
-    """Write the history atomically (temporary file, fsync, rename)."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / HISTORY_FILE
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump([r.to_dict() for r in history], fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write the history atomically; OperationFailed (one line) if it cannot be written."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OperationFailed(f"cannot create {state_dir}: {exc.strerror or exc}") from None
+    atomic_write(state_dir / HISTORY_FILE, json.dumps([r.to_dict() for r in history]).encode())
 
 
 # --- pure decisions ----------------------------------------------------------------------

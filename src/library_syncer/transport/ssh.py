@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..vcsp.storage import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -168,14 +169,7 @@ def usable_private_key(path: Path, state_dir: Path) -> Path:
     copy = state_dir / "sync_key"
     if not (copy.is_file() and copy.read_bytes() == data):
         _ensure_dir(state_dir)
-        tmp = state_dir / ".sync_key.tmp"
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, copy)
+        atomic_write(copy, data, 0o600)
         log.warning("private key %s is readable by others (mode %04o): using a private copy %s "
                     "(chmod 600 the original to use it directly)", path, stat.S_IMODE(path.stat().st_mode), copy)
     return copy

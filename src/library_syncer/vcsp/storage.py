@@ -16,8 +16,9 @@ from ..errors import OperationFailed
 STATE_FORMAT = 1
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a mix.
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` (file mode ``mode``) so that readers see the old or the new
+    bytes, never a mix.
 
     Writes a hidden temporary file in the same folder, fsyncs it and renames it
     over ``path``; on failure (a full disk) the temporary file is removed and
@@ -25,8 +26,9 @@ def atomic_write(path: Path, data: bytes) -> None:
     """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:
+            os.fchmod(fd, mode)  # whatever the umask
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
