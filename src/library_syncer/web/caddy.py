@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,8 @@ from typing import Any
 
 from ..config import Settings
 from ..errors import ConfigError, OperationFailed
+from .rules import host_port
+from .tls import format_thumbprint
 
 log = logging.getLogger(__name__)
 caddy_log = logging.getLogger("library_syncer.caddy")
@@ -43,10 +44,6 @@ _SKIP_FIELDS = {"ts", "level", "logger", "msg", "stacktrace"}
 def _ns(seconds: float) -> int:
     """A duration in Caddy's JSON unit (nanoseconds)."""
     return int(seconds * 1_000_000_000)
-
-
-def _listen(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def caddy_config(
@@ -102,7 +99,7 @@ def caddy_config(
                 "grace_period": _ns(settings.shutdown_grace_seconds),
                 "servers": {
                     "library": {
-                        "listen": [_listen(host, https_port)],
+                        "listen": [host_port(host, https_port)],
                         "protocols": ["h1", "h2"],  # no HTTP/3: TCP only, like the published ports
                         "routes": [{"handle": [proxy]}],
                         # A client connecting by address (no SNI) gets the certificate too.
@@ -110,7 +107,7 @@ def caddy_config(
                         "automatic_https": {"disable": True},
                     },
                     "acme_http": {
-                        "listen": [_listen(host, http_port)],
+                        "listen": [host_port(host, http_port)],
                         "protocols": ["h1"],
                         "routes": [{"handle": [{
                             "handler": "static_response",
@@ -147,12 +144,6 @@ def fold_log_line(line: str) -> tuple[int, str]:
             text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
             parts.append(f" {key}={text}")
     return level, " ".join("".join(parts).split())
-
-
-def format_thumbprint(der: bytes) -> str:
-    """SHA-1 of a DER certificate as vCenter shows it: ``AB:CD:…``."""
-    digest = hashlib.sha1(der).hexdigest().upper()
-    return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
 class CaddyFront:

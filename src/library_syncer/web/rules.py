@@ -145,6 +145,11 @@ def render_listing(parts: tuple[str, ...], entries: list[Entry]) -> str:
     )
 
 
+def host_port(host: str, port: int) -> str:
+    """``host:port``, with an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def subscription_urls(host: str, port: int, *, tls: bool, hostname: str) -> list[str]:
     """The ``lib.json`` URL(s) to subscribe to; a wildcard address shows ``hostname`` instead."""
     scheme = "https" if tls else "http"

@@ -20,7 +20,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from ..errors import ConfigError
 from .app import client_address
-from .rules import subscription_urls
+from .rules import host_port, subscription_urls
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("library_syncer.web.access")
@@ -55,10 +55,6 @@ def _body_bytes(request: web.BaseRequest, response: web.StreamResponse) -> int |
     if request.method == "HEAD" or response.status in (204, 304):
         return 0
     return response.content_length if response.content_length is not None else response.body_length
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def serve_app(
@@ -97,7 +93,7 @@ async def serve_app(
             where = unix_path
         else:
             site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-            where = _host_port(host, port)
+            where = host_port(host, port)
         try:
             await site.start()
         except OSError as exc:
@@ -108,7 +104,7 @@ async def serve_app(
         else:
             bound_port = runner.addresses[0][1] if runner.addresses else port
             urls = subscription_urls(host, bound_port, tls=ssl_context is not None, hostname=socket.gethostname())
-            log.info("serving on %s; subscription URL: %s", _host_port(host, bound_port), " ".join(urls))
+            log.info("serving on %s; subscription URL: %s", host_port(host, bound_port), " ".join(urls))
         if on_started is not None:
             on_started(urls)
         if handle_signals:

@@ -35,6 +35,11 @@ def sha1_thumbprint(cert: Path) -> str:
         der = ssl.PEM_cert_to_DER_cert(pem)
     except ValueError:
         raise ConfigError(f"TLS certificate {cert}: not a valid PEM certificate") from None
+    return format_thumbprint(der)
+
+
+def format_thumbprint(der: bytes) -> str:
+    """SHA-1 of a DER certificate as vCenter shows it: ``AB:CD:…``."""
     digest = hashlib.sha1(der).hexdigest().upper()
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
