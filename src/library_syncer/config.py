@@ -94,6 +94,22 @@ class Settings(BaseSettings):
         30, ge=0, validation_alias=_env("SYNCER_SHUTDOWN_GRACE"),
         description="Seconds running downloads may take to finish when the web server stops",
     )
+    http_header_timeout_seconds: float = Field(
+        10, gt=0, le=3600, validation_alias=_env("SYNCER_HTTP_HEADER_TIMEOUT"),
+        description="Seconds a client may take to send a request's headers (from connecting or its first byte)",
+    )
+    http_idle_timeout_seconds: float = Field(
+        75, gt=0, le=86400, validation_alias=_env("SYNCER_HTTP_IDLE_TIMEOUT"),
+        description="Seconds an idle kept-alive web connection stays open",
+    )
+    http_max_connections: int = Field(
+        512, ge=1, le=1_000_000, validation_alias=_env("SYNCER_HTTP_MAX_CONNECTIONS"),
+        description="Open web connections in total; more are closed at once",
+    )
+    http_max_per_client: int = Field(
+        64, ge=1, le=1_000_000, validation_alias=_env("SYNCER_HTTP_MAX_PER_CLIENT"),
+        description="Open web connections per client address; more are closed at once",
+    )
 
     # --- automatic HTTPS (TLS_NAME without TLS_CUSTOM_CERT: Caddy in front, ACME) ------
     acme_ca: str | None = Field(

@@ -10,7 +10,7 @@ from library_syncer.web.rules import (
     Entry,
     check_basic_auth,
     content_type_for,
-    range_allowed,
+    range_plan,
     render_listing,
     split_request_path,
     subscription_urls,
@@ -48,14 +48,40 @@ def test_content_types(name, ctype):
     assert content_type_for(name) == ctype
 
 
+LM = 1445412480  # Wed, 21 Oct 2015 07:28:00 GMT
+
+
 def test_range_rules():
-    assert range_allowed(None, None, "e")
-    assert range_allowed("bytes=0-9", None, "e")
-    assert not range_allowed("bytes=0-1,4-5", None, "e")  # whole file instead of multipart
-    assert range_allowed("bytes=0-9", '"e"', "e")
-    assert not range_allowed("bytes=0-9", '"other"', "e")
-    assert not range_allowed("bytes=0-9", 'W/"e"', "e")  # If-Range needs a strong match
-    assert range_allowed("bytes=0-9", "Wed, 21 Oct 2015 07:28:00 GMT", "e")  # dates: the file response decides
+    assert range_plan(None, None, "e", LM) == "whole"
+    assert range_plan("bytes=0-9", None, "e", LM) == "range"
+    assert range_plan("bytes=10-", None, "e", LM) == "range"
+    assert range_plan("bytes=-16", None, "e", LM) == "range"
+    assert range_plan("bytes=0-1,4-5", None, "e", LM) == "whole"  # whole file instead of multipart
+    assert range_plan("bytes=9-0", None, "e", LM) == "whole"  # invalid: ignored
+    assert range_plan("items=0-9", None, "e", LM) == "whole"  # unknown unit: ignored
+    assert range_plan("bytes=-", None, "e", LM) == "whole"
+    assert range_plan("bytes=-0", None, "e", LM) == "unsatisfiable"
+    assert range_plan("bytes=-000", None, "e", LM) == "unsatisfiable"
+
+
+@pytest.mark.parametrize("if_range, plan", [
+    ('"e"', "range"),
+    ('"other"', "whole"),
+    ('W/"e"', "whole"),  # If-Range needs a strong match
+    ("Wed, 21 Oct 2015 07:28:00 GMT", "range"),  # exactly the Last-Modified
+    ("Wednesday, 21-Oct-15 07:28:00 GMT", "range"),  # obsolete RFC 850 form
+    ("Wed Oct 21 07:28:00 2015", "range"),  # asctime form
+    ("Wed, 21 Oct 2015 07:28:01 GMT", "whole"),  # later than Last-Modified: another version
+    ("Wed, 21 Oct 2015 07:27:59 GMT", "whole"),
+    ("garbage", "whole"),  # neither an ETag nor a date
+    ("", "whole"),
+    ("e", "whole"),  # an unquoted ETag is no validator
+])
+def test_if_range(if_range, plan):
+    assert range_plan("bytes=0-9", if_range, "e", LM) == plan
+    assert range_plan(None, if_range, "e", LM) == "whole"
+    if plan == "range":  # a valid If-Range does not make bytes=-0 satisfiable
+        assert range_plan("bytes=-0", if_range, "e", LM) == "unsatisfiable"
 
 
 def _basic(user: str, password: str) -> str:

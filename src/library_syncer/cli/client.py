@@ -16,7 +16,8 @@ CLIENT_SETTINGS = (
     "library", "library_name", "library_browse", "library_password_file", "http_host", "http_port", "https_port",
     "tls_name", "tls_custom_cert", "certs_dir", "tls_cert", "tls_key", "tz", "state_dir", "keys_dir",
     "generation_grace_seconds", "status_port", "stale_after_seconds", "webhook_url", "admin_token_file",
-    "acme_ca", "acme_email", "acme_ca_root", "acme_http_port",
+    "acme_ca", "acme_email", "acme_ca_root", "acme_http_port", "http_header_timeout_seconds",
+    "http_idle_timeout_seconds", "http_max_connections", "http_max_per_client",
 )
 
 

@@ -17,7 +17,8 @@ log = logging.getLogger(__name__)
 @click.command("serve")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @setting_options(
-    "certs_dir", "tls_custom_cert", "shutdown_grace_seconds",
+    "certs_dir", "tls_custom_cert", "shutdown_grace_seconds", "http_header_timeout_seconds",
+    "http_idle_timeout_seconds", "http_max_connections", "http_max_per_client",
     http_host="--host", http_port="--port", library_browse="--browse",
     library_password_file="--password-file", tls_cert="--cert", tls_key="--key",
 )
@@ -33,6 +34,7 @@ def command(path: Path | None, **kwargs) -> None:
     Stops on SIGTERM/SIGINT after running downloads finish (bounded by the grace time).
     """
     from ..web.app import create_app
+    from ..web.limits import HttpLimits
     from ..web.runner import serve_app
 
     settings = settings_from(click.get_current_context(), kwargs)
@@ -73,4 +75,5 @@ def command(path: Path | None, **kwargs) -> None:
     asyncio.run(serve_app(
         app, settings.http_host, settings.http_port, ssl_context=ssl_context,
         shutdown_grace=settings.shutdown_grace_seconds, on_started=started,
+        limits=HttpLimits.from_settings(settings),
     ))

@@ -1,9 +1,10 @@
 """The library web app: the served folder over GET/HEAD, with Range and conditional requests.
 
 Files go out through aiohttp's ``FileResponse`` (sendfile, Range, ETag,
-Last-Modified, If-None-Match, If-Modified-Since, If-Range with a date); this
-module adds If-Range with an ETag, the path rules (nothing outside the root, no
-dot-names, no symlink escapes), optional listings and the optional password.
+Last-Modified, If-None-Match, If-Modified-Since); this module decides Range and
+If-Range itself (rules.range_plan, RFC 9110), and adds the path rules (nothing
+outside the root, no dot-names, no symlink escapes), optional listings and the
+optional password.
 
 The library route matches every path except those under :data:`RESERVED_PREFIX`,
 so other modules may add routes there (``app.router.add_get(RESERVED_PREFIX +
@@ -14,6 +15,7 @@ under that prefix: routes there check access themselves (web/status.py does).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from .rules import (
     content_type_for,
     etag_of,
     is_hidden,
-    range_allowed,
+    range_plan,
     render_listing,
     split_request_path,
     www_authenticate,
@@ -57,13 +59,18 @@ class _Found:
     st: os.stat_result
 
 
-class _LibraryFile(web.FileResponse):
-    """FileResponse that never swaps in a ``.gz``/``.br`` sibling, may ignore Range, and reads big
-    chunks over TLS (two private aiohttp methods overridden; tests/web guards both)."""
+# A first byte past the end of any file: aiohttp answers 416 (after its precondition checks).
+_PAST_THE_END = f"bytes={1 << 63}-"
 
-    def __init__(self, path: Path, *, honour_range: bool, content_type: str) -> None:
+
+class _LibraryFile(web.FileResponse):
+    """FileResponse that never swaps in a ``.gz``/``.br`` sibling, gets the Range decided by
+    rules.range_plan (never an If-Range of its own), and reads big chunks over TLS (two
+    private aiohttp methods overridden; tests/web guards both)."""
+
+    def __init__(self, path: Path, *, plan: str, content_type: str) -> None:
         super().__init__(path, chunk_size=TLS_CHUNK_SIZE, headers={hdrs.CONTENT_TYPE: content_type})
-        self._honour_range = honour_range
+        self._plan = plan
         self.bytes_sent: int | None = None  # body bytes, known once the response completed
 
     def _get_file_path_stat_encoding(self, accept_encoding: str):  # type: ignore[override]
@@ -81,10 +88,13 @@ class _LibraryFile(web.FileResponse):
         return await self._sendfile_fallback(writer, fobj, offset, count)
 
     async def prepare(self, request: web.BaseRequest):  # type: ignore[override]
-        if not self._honour_range:
+        if hdrs.IF_RANGE in request.headers or self._plan != "range":
             headers = CIMultiDict(request.headers)
-            headers.popall(hdrs.RANGE, None)
-            headers.popall(hdrs.IF_RANGE, None)
+            headers.popall(hdrs.IF_RANGE, None)  # decided already: aiohttp's own check is looser
+            if self._plan != "range":
+                headers.popall(hdrs.RANGE, None)
+            if self._plan == "unsatisfiable":
+                headers[hdrs.RANGE] = _PAST_THE_END
             request = request.clone(headers=headers)
         writer = await super().prepare(request)
         with_body = request.method != hdrs.METH_HEAD and self.status in (200, 206)
@@ -156,9 +166,11 @@ class _Library:
         if stat.S_ISDIR(found.st.st_mode):
             return await self._folder(request, found)
         etag = etag_of(found.st.st_mtime_ns, found.st.st_size)
-        honour = range_allowed(request.headers.get(hdrs.RANGE), request.headers.get(hdrs.IF_RANGE), etag)
+        # Last-Modified as aiohttp sends it: whole seconds, rounded up.
+        plan = range_plan(request.headers.get(hdrs.RANGE), request.headers.get(hdrs.IF_RANGE), etag,
+                          math.ceil(found.st.st_mtime))
         name = parts[-1] if parts else ""
-        return _LibraryFile(found.path, honour_range=honour, content_type=content_type_for(name))
+        return _LibraryFile(found.path, plan=plan, content_type=content_type_for(name))
 
     async def _folder(self, request: web.Request, found: _Found) -> web.StreamResponse:
         if not self.browse:

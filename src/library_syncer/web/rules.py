@@ -9,8 +9,10 @@ import hmac
 import ipaddress
 import html
 import mimetypes
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
 
 from aiohttp import BasicAuth
@@ -70,24 +72,46 @@ def etag_of(mtime_ns: int, size: int) -> str:
     return f"{mtime_ns:x}-{size:x}"
 
 
-def range_allowed(headers_range: str | None, if_range: str | None, etag: str) -> bool:
-    """Whether a Range header should be honoured (False: answer 200 with the whole file).
+_SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE | re.ASCII)
 
-    Multiple ranges are not served as multipart: the whole file is sent instead,
-    which RFC 9110 allows. An If-Range holding an ETag must match strongly; an
-    If-Range holding a date is left to the file response.
+
+def range_plan(headers_range: str | None, if_range: str | None, etag: str, last_modified: int) -> str:
+    """How to answer a GET/HEAD of a file (RFC 9110 sections 13.1.5 and 14): ``whole`` (200,
+    the Range ignored), ``range`` (206, or 416 past the end), ``unsatisfiable`` (416).
+
+    ``etag`` is the file's (unquoted) ETag, ``last_modified`` its Last-Modified in seconds.
+    If-Range must name exactly this version: a strong ETag equal to ``etag`` or an HTTP-date
+    equal to ``last_modified``; a weak ETag or anything else means the whole file. Multiple
+    ranges get the whole file (no multipart), and so do other units and invalid ranges;
+    a suffix of zero bytes (``bytes=-0``) is unsatisfiable.
     """
     if headers_range is None:
-        return True
-    if "," in headers_range:
+        return "whole"
+    if if_range is not None and not _if_range_holds(if_range.strip(), etag, last_modified):
+        return "whole"
+    match = _SINGLE_RANGE.fullmatch(headers_range.strip())
+    if match is None or match.group(1) == match.group(2) == "":
+        return "whole"
+    first, last = match.groups()
+    if first and last and int(last) < int(first):
+        return "whole"
+    if not first and int(last) == 0:
+        return "unsatisfiable"
+    return "range"
+
+
+def _if_range_holds(value: str, etag: str, last_modified: int) -> bool:
+    if value.startswith('"'):
+        return value == f'"{etag}"'
+    if value.startswith("W/"):
         return False
-    if if_range is not None:
-        value = if_range.strip()
-        if value.startswith("W/"):
-            return False
-        if value.startswith('"'):
-            return value == f'"{etag}"'
-    return True
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if when.tzinfo is None:  # asctime form: GMT by definition
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp()) == last_modified
 
 
 def check_basic_auth(header: str | None, password: str) -> bool:

@@ -4,11 +4,14 @@
 blocks, installs SIGTERM/SIGINT handlers only when asked, and stops when the
 given event is set. On stop it closes the listening socket at once, lets
 running requests (downloads) finish for ``shutdown_grace`` seconds, then returns.
+Connections are held to the caps and timeouts of :class:`~.limits.HttpLimits`
+(web/guard.py), and the open-file limit is raised to what the cap needs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
 import socket
@@ -20,10 +23,14 @@ from aiohttp.abc import AbstractAccessLogger
 
 from ..errors import ConfigError
 from .app import client_address
+from .guard import AcceptErrorFilter, ConnectionGuard, GuardedHandler, release_files, reserve_files
+from .limits import HttpLimits
 from .rules import host_port, subscription_urls
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("library_syncer.web.access")
+
+LISTEN_BACKLOG = 512  # a burst of subscribers waits in the kernel's queue rather than being dropped
 
 
 REQUEST_OBSERVER = web.AppKey("request_observer", Callable[[str, int, int], None])
@@ -69,6 +76,7 @@ async def serve_app(
     handle_signals: bool = True,
     unix_path: str | None = None,
     cut_event: asyncio.Event | None = None,
+    limits: HttpLimits | None = None,
 ) -> None:
     """Serve ``app`` on host:port (or the unix socket ``unix_path``) until SIGTERM/SIGINT (if
     ``handle_signals``) or ``stop_event``.
@@ -77,34 +85,43 @@ async def serve_app(
     ``on_started`` receives the subscription URL(s) once the socket listens (port 0
     picks a free port, shown in the URLs; a unix socket gives no URL).  Setting ``cut_event``
     during the graceful stop cuts the running downloads (a second SIGTERM does the same when
-    ``handle_signals``).
+    ``handle_signals``).  ``limits``: timeouts and connection caps (default: HttpLimits()).
     """
+    limits = limits or HttpLimits()
     stop = stop_event if stop_event is not None else asyncio.Event()
-    runner = web.AppRunner(
-        app, handle_signals=False, shutdown_timeout=shutdown_grace,
-        access_log_class=AccessLogger, access_log=access_log,
-    )
+    where = unix_path if unix_path is not None else host_port(host, port)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_grace)
     await runner.setup()
     loop = asyncio.get_running_loop()
     signals: list[signal.Signals] = []
+    allowed = reserve_files(limits, where)
+    accept_filter = AcceptErrorFilter.install(loop)
+    guard = ConnectionGuard(dataclasses.replace(limits, max_connections=allowed), where, loop)
+    server: asyncio.AbstractServer | None = None
+
+    def connection() -> GuardedHandler:
+        assert runner.server is not None
+        return GuardedHandler(runner.server, guard, loop=loop, access_log_class=AccessLogger, access_log=access_log)
+
     try:
-        if unix_path is not None:
-            site: web.BaseSite = web.UnixSite(runner, unix_path)
-            where = unix_path
-        else:
-            site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
-            where = host_port(host, port)
         try:
-            await site.start()
+            if unix_path is not None:
+                server = await loop.create_unix_server(connection, unix_path, backlog=LISTEN_BACKLOG)
+            else:
+                server = await loop.create_server(
+                    connection, host, port, ssl=ssl_context, backlog=LISTEN_BACKLOG,
+                    ssl_handshake_timeout=limits.header_timeout if ssl_context is not None else None,
+                )
         except OSError as exc:
             raise ConfigError(f"web server cannot listen on {where}: {exc.strerror or exc}") from None
         if unix_path is not None:
             urls: list[str] = []
             log.info("serving on unix socket %s", unix_path)
         else:
-            bound_port = runner.addresses[0][1] if runner.addresses else port
+            bound_port = server.sockets[0].getsockname()[1] if server.sockets else port
+            guard.where = host_port(host, bound_port)
             urls = subscription_urls(host, bound_port, tls=ssl_context is not None, hostname=socket.gethostname())
-            log.info("serving on %s; subscription URL: %s", host_port(host, bound_port), " ".join(urls))
+            log.info("serving on %s; subscription URL: %s", guard.where, " ".join(urls))
         if on_started is not None:
             on_started(urls)
         if handle_signals:
@@ -114,6 +131,8 @@ async def serve_app(
         await stop.wait()
         log.info("web server stopping: no new connections; running downloads get up to %gs", shutdown_grace)
     finally:
+        if server is not None:
+            server.close()  # stop listening; the connections are the runner's to drain
         cleanup = asyncio.ensure_future(runner.cleanup())
         for sig in signals:  # a second signal cuts the running downloads
             loop.add_signal_handler(sig, _on_second_signal, cleanup, sig)
@@ -131,6 +150,10 @@ async def serve_app(
                 cutter.cancel()
             for sig in signals:
                 loop.remove_signal_handler(sig)
+            guard.refusals.close()
+            if accept_filter is not None:
+                accept_filter.uninstall(loop)
+            release_files(allowed)
     log.info("web server stopped")
 
 
