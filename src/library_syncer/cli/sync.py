@@ -26,6 +26,9 @@ SYNC_SETTINGS = (
 )
 
 
+EXIT_DEGRADED = 3
+
+
 def _say(line: str) -> None:
     click.echo(line, err=True)
 
@@ -92,7 +95,8 @@ def command(from_folder: Path | None, **values) -> None:
     """Sync the library once from SYNC_PEER, regenerate the manifest and publish it.
 
     What is served only changes when everything succeeded; an interrupted sync
-    resumes on the next run.  Exit 0 on success, 1 when the sync failed.
+    resumes on the next run.  Exit 0 on success, 1 when the sync failed, 2 for a bad setting,
+    3 when it published but held items back at their last good version (degraded).
     """
     settings = settings_from(click.get_current_context(), values)
     source = None
@@ -112,4 +116,7 @@ def command(from_folder: Path | None, **values) -> None:
         result = _run_in_thread(lambda: run_sync(settings, on_event=reporter, stop_event=stop, source=source), stop)
     if not result.ok:
         raise OperationFailed(result.reason, exit_code=2 if result.kind == "config" else 1)
+    if result.kind == "degraded":
+        click.echo(f"sync degraded: {result.summary()}")
+        raise SystemExit(EXIT_DEGRADED)
     click.echo(f"sync ok: {result.summary()}")

@@ -29,6 +29,9 @@ class ClientMetrics:
         self.next_run = Gauge(f"{PREFIX}_next_sync_timestamp_seconds", "When the next scheduled sync starts",
                               registry=r)
         self.items = Gauge(f"{PREFIX}_items", "Items in the published library", registry=r)
+        self.held_back = Gauge(f"{PREFIX}_items_held_back",
+                               "Published items kept at their last good version (new content failed validation)",
+                               registry=r)
         self.library_bytes = Gauge(f"{PREFIX}_library_bytes", "Bytes of the published library", registry=r)
         self.generation = Gauge(f"{PREFIX}_published_generation", "Number of the published generation",
                                 registry=r)
@@ -38,7 +41,7 @@ class ClientMetrics:
 
     def observe_sync(self, result: SyncResult) -> None:
         """Count a finished sync."""
-        self.syncs.labels("ok" if result.ok else "failed").inc()
+        self.syncs.labels(result.kind if result.kind in ("ok", "degraded") else "failed").inc()
         self.sync_duration.observe(max(result.duration, 0.0))
         self.wire_bytes.inc(result.wire_bytes)
         self.last_wire_bytes.set(result.wire_bytes)
@@ -48,9 +51,10 @@ class ClientMetrics:
         else:
             self.failures.labels(result.kind).inc()
 
-    def observe_published(self, published: dict | None) -> None:
+    def observe_published(self, published: dict | None, held_back: int = 0) -> None:
         """Set the library gauges from :func:`status.published_library`'s summary."""
         self.items.set(len(published["items"]) if published else 0)
+        self.held_back.set(held_back)
         self.library_bytes.set(published["bytes"] if published else 0)
         self.generation.set((published or {}).get("generation") or 0)
 

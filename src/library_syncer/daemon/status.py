@@ -47,7 +47,8 @@ def published_library(library: Path) -> dict[str, Any] | None:
         except OSError:
             changed = None
         rows.append({
-            "name": item.get("name"), "type": item.get("type"), "version": item.get("version"),
+            "name": item.get("name"), "folder": unquote(href.removesuffix("/item.json")) if href else None,
+            "type": item.get("type"), "version": item.get("version"),
             "size": sum(int(f.get("size", 0)) for f in item.get("files", [])),
             "files": len(item.get("files", [])), "changed": _iso(changed),
         })
@@ -121,13 +122,25 @@ def readiness(published: dict | None, last_success: datetime | None, now: dateti
 
 
 def webhook_event(previous: SyncResult | None, result: SyncResult) -> str | None:
-    """``sync_failed`` when a sync fails after a success (or as the first result), ``sync_recovered``
-    when one succeeds after a failure, else None.  A refused overlapping start is no event."""
+    """``sync_failed`` when a sync fails after a success (or as the first result); ``sync_degraded``
+    when a sync holds items back and the one before did not hold back the same items;
+    ``sync_recovered`` when a clean sync follows a failed or degraded one; else None.
+    A refused overlapping start is no event."""
     if result.kind == "busy":
         return None
     if not result.ok:
         return "sync_failed" if previous is None or previous.ok else None
-    return "sync_recovered" if previous is not None and not previous.ok else None
+    if result.kind == "degraded":
+        same = previous is not None and previous.kind == "degraded" and set(previous.held_back) == set(result.held_back)
+        return None if same else "sync_degraded"
+    return "sync_recovered" if previous is not None and (not previous.ok or previous.kind == "degraded") else None
+
+
+def held_back_now(history: Iterable[SyncResult]) -> dict[str, str]:
+    """Items the published generation holds at their last good version: those of the newest run that
+    published (a failed run changes nothing that is served)."""
+    published = [r for r in history if r.ok]
+    return dict(published[-1].held_back) if published else {}
 
 
 def webhook_payload(event: str, result: SyncResult, *, site: str, host: str,
@@ -136,6 +149,7 @@ def webhook_payload(event: str, result: SyncResult, *, site: str, host: str,
     return {
         "event": event, "site": site, "host": host, "run_id": result.run_id, "ok": result.ok,
         "kind": result.kind, "reason": result.reason, "at": result.ended.isoformat(timespec="seconds"),
+        "held_back": dict(result.held_back),
         "last_success": last_success.isoformat(timespec="seconds") if last_success else None,
     }
 
@@ -152,6 +166,7 @@ def client_status(*, site: str, history: list[SyncResult], running: str | None, 
         "ready": ready,
         "ready_reason": why,
         "published": published,
+        "held_back": held_back_now(history),
         "running": running,
         "last_sync": history[-1].to_dict() if history else None,
         "last_success": last_success.isoformat(timespec="seconds") if last_success else None,

@@ -109,15 +109,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def link_tree(src: Path, dst: Path) -> tuple[int, int]:
-    """Hard-link copy of ``src`` into the new folder ``dst``; dot-folders and symlinks are left out.
+def link_tree(src: Path, dst: Path, *, skip: frozenset[str] | set[str] = frozenset()) -> tuple[int, int]:
+    """Hard-link copy of ``src`` into the new folder ``dst``; dot-folders, symlinks and the top-level
+    folders named in ``skip`` are left out.
 
     Returns (files, bytes).  Every created folder is fsynced.
     """
     files = size = 0
     dirs: list[tuple[Path, Path]] = []
     for dirpath, dirnames, filenames in os.walk(src):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d)))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d))
+                             and not (d in skip and dirpath == str(src)))
         here = Path(dirpath)
         target = dst / here.relative_to(src)
         target.mkdir(exist_ok=target == dst)
@@ -162,9 +164,16 @@ def seed_staging(library: Path) -> int:
     return files
 
 
-def publish(library: Path) -> int:
-    """Publish the staging tree as a new generation and switch ``L/current`` to it; returns its number."""
+def publish(library: Path, *, keep: frozenset[str] | set[str] = frozenset()) -> int:
+    """Publish the staging tree as a new generation and switch ``L/current`` to it; returns its number.
+
+    The item folders named in ``keep`` (items held back at their last good version) are
+    linked from the current generation instead of the staging tree.
+    """
     lay = Layout(library)
+    current = current_root(library)
+    if keep and current is None:
+        raise OperationFailed("cannot keep items from the published generation: nothing is published")
     if lay.current.exists() and not lay.current.is_symlink():
         raise OperationFailed(f"{lay.current} exists and is not a symlink: move it away so it can be published")
     lay.generations.mkdir(parents=True, exist_ok=True)
@@ -174,7 +183,9 @@ def publish(library: Path) -> int:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        link_tree(lay.staging, tmp)
+        link_tree(lay.staging, tmp, skip=keep)
+        for folder in sorted(keep):
+            link_tree(current / folder, tmp / folder)  # type: ignore[operator]  # checked above
         os.utime(tmp)
         os.rename(tmp, lay.generation(number))
     except BaseException:

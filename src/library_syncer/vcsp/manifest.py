@@ -11,7 +11,17 @@ published generation (see :mod:`library_syncer.publish`) never see a rewrite.
 State (hash cache, last published documents) lives in the hidden folder
 ``PATH/.library-syncer/`` unless ``state_path`` names another file; when it
 is lost or corrupt, ids, ``created``, versions and generation numbers are
-recovered from the manifest files themselves.
+recovered from the manifest files themselves, then from the published
+generation (``published``).  A manifest file that is missing, not valid JSON
+or disagrees with the folder is rewritten.
+
+Last good version wins: given the published manifest (``published``), an
+item whose new content fails validation keeps its published document (same
+id, version and generationNums) and is reported *held back*; the caller
+publishes that item's files from the published generation.  Only an item
+that never had a good version is left out.  An ``approve`` callback sees the
+draft (what the new ``items.json`` would list) before anything is written and
+can refuse it (the delete guard).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import unquote
 
 from ..errors import UserError
@@ -48,6 +58,40 @@ class ItemSummary:
     size: int
     version: int
     changed: bool
+    held_back: bool = False
+
+
+@dataclass(frozen=True)
+class Published:
+    """The manifest of a published generation: ``lib.json`` and each listed item's document by folder.
+
+    ``items`` holds only entries whose files are all present in the generation
+    with their listed sizes: those are the *last good versions* a failing item
+    falls back to.
+    """
+
+    root: Path | None = None
+    lib: dict[str, Any] | None = None
+    items: dict[str, dict[str, Any]] = field(default_factory=dict)
+    listed: frozenset[str] = frozenset()  # every folder items.json lists, usable or not
+
+
+@dataclass(frozen=True)
+class Draft:
+    """What a manifest run would publish, shown to ``approve`` before anything is written.
+
+    ``folders``: items the new ``items.json`` lists (fresh and held back);
+    ``held_back``/``left_out``: folder -> one-line reason.
+    """
+
+    folders: tuple[str, ...]
+    held_back: dict[str, str]
+    left_out: dict[str, str]
+
+    @property
+    def fresh(self) -> tuple[str, ...]:
+        """Listed items published from the new content."""
+        return tuple(f for f in self.folders if f not in self.held_back)
 
 
 @dataclass
@@ -55,7 +99,9 @@ class ManifestReport:
     """Outcome of :func:`update_manifest`.
 
     ``problems`` lists items left out of the manifest (one line each);
-    ``warnings`` lists things ignored or recovered from.
+    ``held_back`` maps items kept at their published version to the reason;
+    ``warnings`` lists things ignored or recovered from; ``refused`` is the
+    reason ``approve`` gave (then nothing was written).
     """
 
     changed: bool
@@ -66,6 +112,8 @@ class ManifestReport:
     bytes_hashed: int
     warnings: list[str] = field(default_factory=list)
     files_written: int = 0
+    held_back: dict[str, str] = field(default_factory=dict)
+    refused: str | None = None
 
 
 def now_text() -> str:
@@ -92,15 +140,50 @@ def default_state_path(root: Path) -> Path:
     return Path(root) / STATE_DIRNAME / STATE_FILENAME
 
 
+def _folder_of(entry: Any) -> str | None:
+    """The item folder an ``items.json`` entry names through its ``selfHref``."""
+    href = entry.get("selfHref") if isinstance(entry, dict) else None
+    if isinstance(href, str) and href.endswith("/item.json"):
+        return unquote(href[: -len("/item.json")], errors="surrogateescape")
+    return None
+
+
 def _published_folders(items: Any) -> list[str] | None:
     if not isinstance(items, dict) or not isinstance(items.get("items"), list):
         return None
-    folders = []
-    for entry in items["items"]:
-        href = entry.get("selfHref") if isinstance(entry, dict) else None
-        if isinstance(href, str) and href.endswith("/item.json"):
-            folders.append(unquote(href[: -len("/item.json")], errors="surrogateescape"))
-    return folders
+    return [f for f in map(_folder_of, items["items"]) if f is not None]
+
+
+def read_published(root: Path | None) -> Published:
+    """The manifest of the published generation at ``root`` (empty when None or unreadable)."""
+    if root is None:
+        return Published()
+    lib = read_json(root / "lib.json")
+    items = read_json(root / "items.json")
+    good: dict[str, dict[str, Any]] = {}
+    listed = _published_folders(items) or []
+    for entry in items["items"] if listed else []:
+        folder = _folder_of(entry)
+        if folder is not None and _valid_doc(entry) and _files_present(root, entry):
+            good[folder] = entry
+    return Published(root, lib if isinstance(lib, dict) else None, good, frozenset(listed))
+
+
+def _files_present(root: Path, doc: dict[str, Any]) -> bool:
+    files = doc.get("files")
+    if not isinstance(files, list) or not files:
+        return False
+    for f in files:
+        hrefs = f.get("hrefs") if isinstance(f, dict) else None
+        if not isinstance(hrefs, list) or len(hrefs) != 1 or not isinstance(hrefs[0], str):
+            return False
+        try:
+            size = (root / unquote(hrefs[0], errors="surrogateescape")).stat().st_size
+        except OSError:
+            return False
+        if size != f.get("size"):
+            return False
+    return True
 
 
 def _write_if_different(path: Path, data: bytes) -> bool:
@@ -114,10 +197,13 @@ def _write_if_different(path: Path, data: bytes) -> bool:
 
 
 def update_manifest(
-    root: Path, name: str, *, state_path: Path | None = None, lock_timeout: float = 60.0
+    root: Path, name: str, *, state_path: Path | None = None, lock_timeout: float = 60.0,
+    published: Published | None = None, approve: Callable[[Draft], str | None] | None = None,
 ) -> ManifestReport:
     """Bring the manifest of the library folder ``root`` up to date; see the module docstring.
 
+    ``published``: the manifest being served (last good versions, ids to recover);
+    ``approve``: called with the :class:`Draft` before any write; a reason refuses it.
     Raises UserError (exit 2) for a bad folder or name, OperationFailed when a
     write fails (the previous manifest stays intact) or another writer holds the lock.
     """
@@ -126,17 +212,25 @@ def update_manifest(
         raise UserError("library name: must not be empty")
     state_file = Path(state_path) if state_path is not None else default_state_path(root)
     with writer_lock(state_file.with_name(state_file.name + ".lock"), lock_timeout):
-        return _update(root, name, state_file)
+        return _update(root, name, state_file, published or Published(), approve)
 
 
-def _update(root: Path, name: str, state_file: Path) -> ManifestReport:
+def _valid_doc(doc: Any) -> dict[str, Any] | None:
+    return doc if isinstance(doc, dict) and rules.is_uuid_urn(doc.get("id")) else None
+
+
+def _update(root: Path, name: str, state_file: Path, published: Published,
+            approve: Callable[[Draft], str | None] | None) -> ManifestReport:
     now = now_text()
     state, state_warning = load_state(state_file)
     warnings = [state_warning] if state_warning else []
-    prev_lib = state.get("library") if isinstance(state.get("library"), dict) else read_json(root / "lib.json")
+    prev_lib = (_valid_doc(state.get("library")) or _valid_doc(read_json(root / "lib.json"))
+                or _valid_doc(published.lib))
     prev_published = state.get("published")
     if not isinstance(prev_published, list):
-        prev_published = _published_folders(read_json(root / "items.json")) or []
+        prev_published = _published_folders(read_json(root / "items.json"))
+        if prev_published is None:
+            prev_published = list(published.items)
     library_id = rules.library_id_of(prev_lib) or rules.new_id()
 
     scan = scan_tree(root)
@@ -146,19 +240,36 @@ def _update(root: Path, name: str, state_file: Path) -> ManifestReport:
             os.unlink(leftover)
     cache = HashCache(state.get("hashes"))
     names = rules.display_names(list(scan.items) + list(scan.errors))
+    left_out: dict[str, str] = {}
+    held_back: dict[str, str] = {}
     problems: list[str] = []
     kept: dict[str, Any] = {}  # state records of every item folder still present
     plans: list[rules.ItemPlan] = []
     summaries: list[ItemSummary] = []
 
+    def fail(folder: str, *reasons: str) -> None:
+        """The new content of ``folder`` is not usable: keep its last good version, or leave it out."""
+        good = published.items.get(folder)
+        if good is None:
+            left_out[folder] = "; ".join(reasons)
+            problems.extend(f"item {folder}: {why}; left out" for why in reasons)
+            return
+        held_back[folder] = "; ".join(reasons)
+        kept[folder] = good
+        plans.append(rules.ItemPlan(folder, good, False))
+        summaries.append(ItemSummary(
+            name=str(good.get("name")), folder=folder, type=str(good.get("type")),
+            size=sum(int(f.get("size", 0)) for f in good.get("files", [])),
+            version=rules.int_or_none(good.get("version")) or 0, changed=False, held_back=True,
+        ))
+
     for folder in sorted(set(scan.items) | set(scan.errors)):
-        prev = state["items"].get(folder)
-        if not isinstance(prev, dict):
-            prev = read_json(root / folder / "item.json")
-        if isinstance(prev, dict):
+        prev = (_valid_doc(state["items"].get(folder)) or _valid_doc(read_json(root / folder / "item.json"))
+                or _valid_doc(published.items.get(folder)))
+        if prev is not None:
             kept[folder] = prev
         if folder in scan.errors:
-            problems.append(f"item {folder}: {scan.errors[folder]}; left out")
+            fail(folder, scan.errors[folder])
             continue
         files = scan.items[folder]
         if not files:
@@ -173,11 +284,11 @@ def _update(root: Path, name: str, state_file: Path) -> ManifestReport:
         try:
             digests = {f.path: cache.digests(f"{folder}/{f.path}", f, needed.get(f.path, set())) for f in files}
         except OSError as exc:
-            problems.append(f"item {folder}: cannot read {exc.filename}: {exc.strerror}; left out")
+            fail(folder, f"cannot read {exc.filename}: {exc.strerror}")
             continue
         bad = template_problems(paths, ovf_refs, mf_entries, digests)
         if bad:
-            problems += [f"item {folder}: {p}; left out" for p in bad]
+            fail(folder, *bad)
             continue
         scanned = [rules.ScannedFile(f.path, f.size, digests[f.path]["md5"]) for f in files]
         plan = rules.plan_item(folder=folder, name=names[folder], files=scanned, prev=prev,
@@ -189,14 +300,23 @@ def _update(root: Path, name: str, state_file: Path) -> ManifestReport:
             version=int(plan.doc["version"]), changed=plan.changed,
         ))
     warnings += cache.warnings
-
-    published = [p.folder for p in plans]
-    any_changed = any(p.changed for p in plans) or sorted(published) != sorted(prev_published)
+    plans.sort(key=lambda p: p.folder)
+    listed = [p.folder for p in plans]
+    refusal = approve(Draft(tuple(listed), dict(held_back), dict(left_out))) if approve else None
+    if refusal:
+        return ManifestReport(
+            changed=False, library_version=rules.int_or_none((prev_lib or {}).get("version")) or 0,
+            items=summaries, problems=problems, files_hashed=cache.files_hashed,
+            bytes_hashed=cache.bytes_hashed, warnings=warnings, held_back=held_back, refused=refusal,
+        )
+    any_changed = any(p.changed for p in plans) or sorted(listed) != sorted(prev_published)
     lib, lib_changed = rules.plan_library(prev=prev_lib, library_id=library_id, name=name,
                                           any_item_changed=any_changed, now=now)
 
     written = 0
     for plan in plans:
+        if plan.folder in held_back:
+            continue  # its folder holds the new, failing content; the published copy keeps its item.json
         if _write_if_different(root / plan.folder / "item.json", rules.dumps(plan.doc)):
             written += 1
             fsync_dir(root / plan.folder)
@@ -208,7 +328,7 @@ def _update(root: Path, name: str, state_file: Path) -> ManifestReport:
         fsync_dir(root)
 
     new_state = {"format": state.get("format", 1), "library": lib, "items": kept,
-                 "published": published, "hashes": cache.saved()}
+                 "published": listed, "hashes": cache.saved()}
     if new_state != state:
         try:
             save_state(state_file, new_state)
@@ -218,10 +338,13 @@ def _update(root: Path, name: str, state_file: Path) -> ManifestReport:
         log.warning("%s", line)
     for line in problems:
         log.error("%s", line)
+    for folder, why in sorted(held_back.items()):
+        log.error("item %s: %s; held back at its published version %s", folder, why,
+                  published.items[folder].get("version"))
     return ManifestReport(
         changed=lib_changed, library_version=int(lib["version"]), items=summaries, problems=problems,
         files_hashed=cache.files_hashed, bytes_hashed=cache.bytes_hashed, warnings=warnings,
-        files_written=written,
+        files_written=written, held_back=held_back,
     )
 
 
