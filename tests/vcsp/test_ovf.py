@@ -7,7 +7,8 @@ import hashlib
 import pytest
 
 from library_syncer.vcsp.ovf import (
-    MfEntry, TemplateError, needed_algorithms, parse_mf, parse_ovf_references, template_problems,
+    MAX_DESCRIPTOR_BYTES, MAX_MF_BYTES, MfEntry, TemplateError, needed_algorithms, parse_mf,
+    parse_ovf_references, template_problems,
 )
 
 from .helpers import ovf
@@ -58,6 +59,14 @@ def test_mf_lines():
         parse_mf("MD5(x)= 00\n")
     with pytest.raises(TemplateError, match="64 hex digits"):
         parse_mf("SHA256(x)= abcd\n")
+
+
+def test_size_limits():
+    with pytest.raises(TemplateError, match=f"descriptor of {MAX_DESCRIPTOR_BYTES + 1} bytes is larger than the limit of 16 MiB"):
+        parse_ovf_references(b" " * (MAX_DESCRIPTOR_BYTES + 1))
+    with pytest.raises(TemplateError, match=f"manifest of {MAX_MF_BYTES + 1} bytes is larger than the limit of 1 MiB"):
+        parse_mf("\n" * (MAX_MF_BYTES + 1))
+    assert parse_mf("\n" * MAX_MF_BYTES) == []
 
 
 def _digests(files: dict[str, bytes]) -> dict[str, dict[str, str]]:

@@ -292,27 +292,37 @@ def _signal(proc: subprocess.Popen, sig: int) -> None:
 
 
 def remove_empty_items(staging: Path) -> list[str]:
-    """Remove item folders that hold no file other than ``item.json`` (their item was deleted)."""
+    """Remove item folders that hold no file other than ``item.json`` (their item was deleted).
+
+    A folder nested deeper than the scanner's depth limit counts as content: such
+    an item is kept (the manifest reports it) and never handed to ``rmtree``.
+    """
+    from ..vcsp.scan import MAX_DEPTH
+
     removed = []
     for entry in os.scandir(staging):
         if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
             continue
-        if not _has_content(Path(entry.path), top=True):
+        if not _has_content(Path(entry.path), MAX_DEPTH):
             shutil.rmtree(entry.path)
             removed.append(entry.name)
     return sorted(removed)
 
 
-def _has_content(folder: Path, *, top: bool) -> bool:
-    for entry in os.scandir(folder):
-        if entry.name.startswith("."):
-            if entry.is_dir(follow_symlinks=False):
-                continue  # partial dir, hidden folders: not content
-        if entry.is_dir(follow_symlinks=False):
-            if _has_content(Path(entry.path), top=False):
-                return True
-        elif not (top and entry.name == "item.json"):
-            return True
+def _has_content(item: Path, max_depth: int) -> bool:
+    """True when ``item`` holds a file other than its ``item.json`` (files in hidden folders, such as
+    rsync's partial dir, do not count) or folders nested deeper than ``max_depth``."""
+    pending = [(str(item), 0, False)]  # iterative: no recursion limit, whatever the depth
+    while pending:
+        folder, depth, hidden = pending.pop()
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    if depth >= max_depth:
+                        return True
+                    pending.append((entry.path, depth + 1, hidden or entry.name.startswith(".")))
+                elif not hidden and not (depth == 0 and entry.name == "item.json"):
+                    return True
     return False
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from .. import served
 from . import rules
 from .scan import scan_tree
 from .storage import read_json
@@ -108,12 +109,12 @@ def _metadata_problems(doc: dict[str, Any], where: str, library_id: Any) -> list
 
 
 def href_path(href: str) -> str | None:
-    """The root-relative file-system path an href names, or None if it is not a plain relative path."""
+    """The root-relative file-system path an href names, or None if it is not a plain relative path
+    the web server serves (see :func:`library_syncer.served.path_problem`)."""
     if not href or href.startswith("/") or "://" in href or "?" in href or "#" in href:
         return None
     path = unquote(href, errors="surrogateescape")
-    parts = path.split("/")
-    if any(p in ("", ".", "..") for p in parts):
+    if served.path_problem(path.split("/")) is not None:
         return None
     return path
 
@@ -164,7 +165,8 @@ def check_manifest(root: Path) -> list[str]:
     for folder in sorted(set(scan.items) - listed):
         if scan.items[folder]:
             out.append(f"item {folder}: folder not listed in {items_path}")
-    return [rules.display_text(line) for line in out]
+    out += [f"item {folder}: {why}" for folder, why in sorted(scan.errors.items())]
+    return [served.printable(line) for line in out]
 
 
 def _file_problems(root: Path, folder: str, entry: dict[str, Any], found: list) -> list[str]:
@@ -177,7 +179,7 @@ def _file_problems(root: Path, folder: str, entry: dict[str, Any], found: list) 
         for href in f["hrefs"]:
             path = href_path(href) if isinstance(href, str) else None
             if path is None or not path.startswith(folder + "/"):
-                out.append(f"item {folder}: href {href!r} is not a path inside the item folder")
+                out.append(f"item {folder}: href {href!r} is not a served path inside the item folder")
                 continue
             hrefs_seen.add(path)
             try:

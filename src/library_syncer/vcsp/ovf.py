@@ -15,7 +15,8 @@ from xml.parsers import expat
 
 OVF_EXTS = (".ovf", ".ova")
 MF_ALGORITHMS = ("sha1", "sha256", "sha512")
-MAX_DESCRIPTOR_BYTES = 16 * 1024 * 1024
+MAX_DESCRIPTOR_BYTES = 16 * 1024 * 1024  # an .ovf is read whole, so at most this much
+MAX_MF_BYTES = 1024 * 1024  # an .mf lists one line per file of the template
 
 _MF_LINE_RE = re.compile(r"^(SHA1|SHA256|SHA512)\((.+)\)\s*=\s*([0-9A-Fa-f]+)\s*$")
 _DIGEST_LENGTH = {"sha1": 40, "sha256": 64, "sha512": 128}
@@ -37,7 +38,7 @@ class MfEntry:
 def parse_ovf_references(data: bytes) -> list[str]:
     """The ``ovf:href`` of every ``References/File`` element of an OVF descriptor."""
     if len(data) > MAX_DESCRIPTOR_BYTES:
-        raise TemplateError(f"descriptor larger than {MAX_DESCRIPTOR_BYTES} bytes")
+        raise TemplateError(too_large("descriptor", len(data), MAX_DESCRIPTOR_BYTES))
     parser = expat.ParserCreate(namespace_separator=" ")
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     stack: list[str] = []
@@ -72,8 +73,15 @@ def parse_ovf_references(data: bytes) -> list[str]:
     return hrefs
 
 
+def too_large(what: str, size: int, limit: int) -> str:
+    """The one-line reason a ``what`` of ``size`` bytes is refused (``limit``: the most allowed)."""
+    return f"{what} of {size} bytes is larger than the limit of {limit // (1024 * 1024)} MiB"
+
+
 def parse_mf(text: str) -> list[MfEntry]:
     """The entries of a ``.mf`` file; blank lines are allowed, anything else malformed is an error."""
+    if len(text) > MAX_MF_BYTES:
+        raise TemplateError(too_large("manifest", len(text), MAX_MF_BYTES))
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():

@@ -18,14 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .ovf import MfEntry, TemplateError, parse_mf, parse_ovf_references
+from .. import served
+from ..served import printable
+from .ovf import (
+    MAX_DESCRIPTOR_BYTES, MAX_MF_BYTES, MfEntry, TemplateError, parse_mf, parse_ovf_references, too_large,
+)
 
 CHUNK_SIZE = 8 * 1024 * 1024
 RACY_SECONDS = 2.0
 ROOT_MANIFEST_FILES = {"lib.json", "items.json"}
 ITEM_MANIFEST_FILE = "item.json"
+MAX_DEPTH = 64  # folder levels inside an item; deeper items are left out
 # Temporary files of an interrupted atomic write (see storage.atomic_write).
 _STALE_TMP_RE = re.compile(r"^\.(lib|items|item)\.json\.tmp-\d+$")
+_WHAT = {"ovf": "descriptor", "mf": "manifest"}  # HashCache.parsed kinds, as named in messages
 
 
 @dataclass(frozen=True)
@@ -55,29 +61,54 @@ def _key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def _walk_item(top: str, rel: str, out: list[FoundFile], scan: TreeScan, item: str) -> None:
-    with os.scandir(top) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    for entry in entries:
-        if entry.name.startswith("."):
-            if not rel and _STALE_TMP_RE.match(entry.name):
-                scan.stale.append(entry.path)
-            continue
-        if not rel and entry.name == ITEM_MANIFEST_FILE:
-            continue
-        path = f"{rel}/{entry.name}" if rel else entry.name
-        st = entry.stat(follow_symlinks=False)
-        if stat.S_ISDIR(st.st_mode):
-            _walk_item(entry.path, path, out, scan, item)
-        elif stat.S_ISREG(st.st_mode):
-            out.append(FoundFile(path, entry.path, _key(st)))
-        else:
-            kind = "symbolic link" if stat.S_ISLNK(st.st_mode) else "special file"
-            scan.warnings.append(f"{item}/{path}: {kind} ignored")
+class _TooDeep(Exception):
+    """An item holds folders nested deeper than MAX_DEPTH (the item-relative path of the first)."""
+
+
+def _walk_item(item_dir: str, item: str, scan: TreeScan) -> list[FoundFile]:
+    """The files of one item folder, walked iteratively; a folder deeper than MAX_DEPTH raises _TooDeep."""
+    out: list[FoundFile] = []
+    pending = [(item_dir, "")]  # folders still to list: absolute path, item-relative path
+    while pending:
+        top, rel = pending.pop()
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        depth = rel.count("/") + 1 if rel else 0
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                if not rel and _STALE_TMP_RE.match(entry.name):
+                    scan.stale.append(entry.path)
+                continue
+            if not rel and entry.name == ITEM_MANIFEST_FILE:
+                continue
+            path = f"{rel}/{entry.name}" if rel else entry.name
+            st = entry.stat(follow_symlinks=False)
+            if not (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)):
+                kind = "symbolic link" if stat.S_ISLNK(st.st_mode) else "special file"
+                scan.warnings.append(f"{printable(item)}/{printable(path)}: {kind} ignored")
+                continue
+            why = served.path_problem([item, *path.split("/")])
+            if why is not None:
+                kind = "folder" if stat.S_ISDIR(st.st_mode) else "file"
+                scan.warnings.append(f"{printable(item)}/{printable(path)}: {kind} ignored, "
+                                     f"not served by the web server: {why}")
+            elif stat.S_ISDIR(st.st_mode):
+                if depth >= MAX_DEPTH:
+                    raise _TooDeep(path)
+                subfolders.append((entry.path, path))
+            else:
+                out.append(FoundFile(path, entry.path, _key(st)))
+        pending.extend(reversed(subfolders))  # listed in name order
+    return sorted(out, key=lambda f: f.path)
 
 
 def scan_tree(root: Path) -> TreeScan:
-    """Every item folder (top-level, not hidden) of ``root`` and its files, sorted by path."""
+    """Every item folder (top-level, not hidden) of ``root`` and its files, sorted by path.
+
+    Item folders the web server would not serve, unreadable ones and those
+    nested deeper than :data:`MAX_DEPTH` go to ``errors`` with their reason.
+    """
     scan = TreeScan()
     with os.scandir(root) as it:
         entries = sorted(it, key=lambda e: e.name)
@@ -88,17 +119,22 @@ def scan_tree(root: Path) -> TreeScan:
             continue
         st = entry.stat(follow_symlinks=False)
         if stat.S_ISDIR(st.st_mode):
-            files: list[FoundFile] = []
-            try:
-                _walk_item(entry.path, "", files, scan, entry.name)
-            except OSError as exc:
-                scan.errors[entry.name] = f"cannot read {exc.filename}: {exc.strerror}"
+            why = served.path_problem([entry.name, ITEM_MANIFEST_FILE])
+            if why is not None:
+                scan.errors[entry.name] = f"not served by the web server: {why}"
                 continue
-            scan.items[entry.name] = files
+            try:
+                scan.items[entry.name] = _walk_item(entry.path, entry.name, scan)
+            except OSError as exc:
+                scan.errors[entry.name] = f"cannot read {printable(str(exc.filename))}: {exc.strerror}"
+            except _TooDeep as exc:
+                shown = printable(str(exc))
+                shown = shown if len(shown) <= 120 else shown[:120] + "..."
+                scan.errors[entry.name] = f"folders nested deeper than the limit of {MAX_DEPTH} levels (at {shown})"
         elif entry.name in ROOT_MANIFEST_FILES and stat.S_ISREG(st.st_mode):
             continue
         else:
-            scan.warnings.append(f"{entry.name}: not in an item folder, ignored")
+            scan.warnings.append(f"{printable(entry.name)}: not in an item folder, ignored")
     return scan
 
 
@@ -154,13 +190,21 @@ class HashCache:
                 self.warnings.append(f"{relpath}: changed while being read; it is read again next run")
         return {a: entry[a] for a in wanted}
 
-    def parsed(self, relpath: str, f: FoundFile, kind: str, parse: Callable[[bytes], Any]) -> Any:
-        """``parse(bytes)`` of a small descriptor, cached like digests; a TemplateError gives its text."""
+    def parsed(self, relpath: str, f: FoundFile, kind: str, parse: Callable[[bytes], Any], limit: int) -> Any:
+        """``parse(bytes)`` of a small descriptor, cached like digests; a TemplateError gives its text.
+
+        A file over ``limit`` bytes is refused from its size alone (never read),
+        and it reads at most ``limit + 1`` bytes in case the file grew since its stat.
+        """
         entry = self._entry(relpath, f)
         if kind not in entry:
             try:
+                if f.size > limit:
+                    raise TemplateError(too_large(_WHAT[kind], f.size, limit))
                 with open(f.abspath, "rb") as fh:
-                    data = fh.read(f.size + 1)
+                    data = fh.read(limit + 1)
+                if len(data) > limit:
+                    raise TemplateError(too_large(_WHAT[kind], len(data), limit))
                 entry[kind] = {"ok": parse(data)}
             except TemplateError as exc:
                 entry[kind] = {"error": str(exc)}
@@ -172,7 +216,7 @@ class HashCache:
 
     def ovf_references(self, relpath: str, f: FoundFile) -> list[str] | str:
         """The descriptor's referenced hrefs, or the reason it cannot be parsed."""
-        return self.parsed(relpath, f, "ovf", parse_ovf_references)
+        return self.parsed(relpath, f, "ovf", parse_ovf_references, MAX_DESCRIPTOR_BYTES)
 
     def mf_entries(self, relpath: str, f: FoundFile) -> list[MfEntry] | str:
         """The ``.mf`` entries, or the reason it cannot be parsed."""
@@ -184,7 +228,7 @@ class HashCache:
                 raise TemplateError("not UTF-8 text") from None
             return [[e.algorithm, e.path, e.digest] for e in parse_mf(text)]
 
-        value = self.parsed(relpath, f, "mf", parse)
+        value = self.parsed(relpath, f, "mf", parse, MAX_MF_BYTES)
         return value if isinstance(value, str) else [MfEntry(*e) for e in value]
 
     def saved(self) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from typing import Callable
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
+from ..served import RESERVED_SEGMENT, name_problem, path_problem
 from .rules import (
     Entry,
     check_basic_auth,
@@ -37,7 +38,7 @@ from .rules import (
     www_authenticate,
 )
 
-RESERVED_PREFIX = "/_syncer/"
+RESERVED_PREFIX = f"/{RESERVED_SEGMENT}/"
 TLS_CHUNK_SIZE = 512 * 1024  # bytes read per step when a file goes out over TLS
 
 BEHIND_PROXY = web.AppKey("behind_proxy", bool)
@@ -47,8 +48,6 @@ RootProvider = Callable[[str, tuple[str, ...]], Path]
 """``provider(client, parts)``: the folder to answer a request for ``parts`` from ``client`` (its address)."""
 
 ROOT_PROVIDER = web.AppKey("library_root", RootProvider)
-
-_RESERVED_SEGMENT = RESERVED_PREFIX.strip("/")
 
 
 @dataclass(frozen=True)
@@ -133,10 +132,10 @@ def _locate(provider: RootProvider, client: str, parts: tuple[str, ...]) -> _Fou
 
 
 def _list_dir(folder: Path, base: Path) -> list[Entry]:
-    """Entries of ``folder`` that would be served from ``base``: no dot-names, no escapes."""
+    """Entries of ``folder`` that would be served from ``base``: no dot-names or other refused names, no escapes."""
     entries = []
     for name in os.listdir(folder):
-        if name.startswith("."):
+        if name_problem(name) is not None:
             continue
         try:
             real = (folder / name).resolve(strict=True)
@@ -158,7 +157,7 @@ class _Library:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         parts = split_request_path(request.rel_url.raw_path)
-        if parts is None or parts[:1] == (_RESERVED_SEGMENT,):
+        if parts is None or path_problem(parts) is not None:
             raise web.HTTPNotFound()
         found = await asyncio.to_thread(_locate, self.provider, client_address(request), parts)
         if found is None:
@@ -214,5 +213,5 @@ def create_app(
     app[BEHIND_PROXY] = behind_proxy
     app[ROOT_PROVIDER] = provider
     # Every path but the reserved prefix; aiohttp adds HEAD to GET routes.
-    app.router.add_get(r"/{path:(?!" + _RESERVED_SEGMENT + r"(/|$)).*}", _Library(provider, browse).handle, name="library")
+    app.router.add_get(r"/{path:(?!" + RESERVED_SEGMENT + r"(/|$)).*}", _Library(provider, browse).handle, name="library")
     return app

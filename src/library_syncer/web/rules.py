@@ -17,6 +17,8 @@ from urllib.parse import quote, unquote_to_bytes
 
 from aiohttp import BasicAuth
 
+from ..served import name_problem
+
 LIBRARY_USER = "vcsp"
 REALM = "library-syncer"
 
@@ -28,9 +30,10 @@ _MIME = mimetypes.MimeTypes()  # built-in table only: the same answers on every 
 def split_request_path(raw_path: str) -> tuple[str, ...] | None:
     """Decoded segments of a raw (percent-encoded) request path, or None if it must be refused.
 
-    Refused: empty, ``.`` or ``..`` segments (also percent-encoded), segments that
-    decode to a ``/``, a backslash or a NUL, invalid UTF-8, and any segment starting
-    with a dot (dot-files and dot-folders are never served). A trailing slash is allowed.
+    Refused: every segment :func:`library_syncer.served.name_problem` refuses once
+    decoded (empty, dot-names, ``.``/``..`` also percent-encoded, a ``/``, a backslash,
+    control characters, invalid UTF-8): the scanner applies the same rule to the
+    names it lists. A trailing slash is allowed.
     """
     if not raw_path.startswith("/"):
         return None
@@ -43,7 +46,7 @@ def split_request_path(raw_path: str) -> tuple[str, ...] | None:
             part = unquote_to_bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
             return None
-        if not part or part.startswith(".") or any(c in part for c in "/\\\0"):
+        if name_problem(part) is not None:
             return None
         parts.append(part)
     return tuple(parts)
