@@ -12,6 +12,7 @@ import pytest
 from support import cli
 
 from library_syncer.daemon.sync import remove_empty_items
+from library_syncer.publish.generations import link_tree
 from library_syncer.vcsp import update_manifest
 from library_syncer.vcsp.ovf import MAX_MF_BYTES
 from library_syncer.vcsp.scan import MAX_DEPTH, HashCache, scan_tree
@@ -160,3 +161,17 @@ def test_empty_item_removal_walks_deep_trees_without_recursion(tmp_path: Path, c
     put(tmp_path / "gone" / "item.json", "{}")
     assert remove_empty_items(tmp_path) == ["gone", "shallow empty"]
     assert sorted(os.listdir(tmp_path)) == ["deep", "deep empty", "deep hidden", "kept"]
+
+
+def test_publishing_links_a_deep_tree_only_down_to_the_limit(tmp_path: Path, chains):
+    src, dst = tmp_path / "staging", tmp_path / "generation"
+    chains.append(src / "deep")
+    make_chain(src / "deep", 10_000, b"x")
+    put(src / "ok" / "a.iso", "a")
+    dst.mkdir()
+    assert link_tree(src, dst) == (1, 1)
+    linked = dst / "deep"
+    depth = 0
+    while (linked / "d").is_dir():
+        linked, depth = linked / "d", depth + 1
+    assert depth == MAX_DEPTH  # deep/ plus MAX_DEPTH levels below it; the item is left out of the manifest

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import OperationFailed
+from ..vcsp.scan import MAX_DEPTH
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,9 @@ def link_tree(src: Path, dst: Path, *, skip: frozenset[str] | set[str] = frozens
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and not os.path.islink(os.path.join(dirpath, d))
                              and not (d in skip and dirpath == str(src)))
         here = Path(dirpath)
+        if len(here.relative_to(src).parts) > MAX_DEPTH:  # the manifest leaves such items out; os.walk recurses
+            log.warning("not published (folders nested deeper than %d levels): %s", MAX_DEPTH, here.relative_to(src))
+            dirnames.clear()
         target = dst / here.relative_to(src)
         target.mkdir(exist_ok=target == dst)
         dirs.append((here, target))
