@@ -18,8 +18,8 @@ from library_syncer.web.runner import serve_app
 class ServerThread:
     """``serve_app`` on 127.0.0.1 (a free port) in its own thread and loop; use as a context manager."""
 
-    def __init__(self, app, *, ssl_context: ssl.SSLContext | None = None, grace: float = 10) -> None:
-        self.app, self.ssl_context, self.grace = app, ssl_context, grace
+    def __init__(self, app, *, ssl_context: ssl.SSLContext | None = None, grace: float = 10, limits=None) -> None:
+        self.app, self.ssl_context, self.grace, self.limits = app, ssl_context, grace, limits
         self.loop = asyncio.new_event_loop()
         self.urls: list[str] = []
         self.error: BaseException | None = None
@@ -34,7 +34,7 @@ class ServerThread:
             self._stop = asyncio.Event()
             await serve_app(
                 self.app, "127.0.0.1", 0, ssl_context=self.ssl_context, shutdown_grace=self.grace,
-                on_started=self._on_started, stop_event=self._stop, handle_signals=False,
+                on_started=self._on_started, stop_event=self._stop, handle_signals=False, limits=self.limits,
             )
 
         try:

@@ -69,6 +69,13 @@ def test_ranges(server, library):
     assert r.status_code == 416 and r.headers["Content-Range"] == "bytes */10240"
     r = requests.get(url, headers={"Range": "bytes=0-1,5-6"})  # multiple ranges: the whole file
     assert r.status_code == 200 and r.content == data
+    for method in (requests.get, requests.head):  # a suffix of zero bytes is unsatisfiable (RFC 9110)
+        r = method(url, headers={"Range": "bytes=-0"})
+        assert r.status_code == 416 and r.headers["Content-Range"] == "bytes */10240" and r.content == b""
+    r = requests.get(url, headers={"Range": "bytes=-0", "If-None-Match": requests.head(url).headers["ETag"]})
+    assert r.status_code == 304  # preconditions first
+    r = requests.get(url, headers={"Range": "bytes=9-2"})  # invalid: ignored
+    assert r.status_code == 200 and r.content == data
 
 
 def test_conditional_requests(server, library):
@@ -86,12 +93,30 @@ def test_conditional_requests(server, library):
     assert stale.status_code == 200 and len(stale.content) == 10240
     old_date = requests.get(url, headers={"Range": "bytes=0-9", "If-Range": "Thu, 01 Jan 1998 00:00:00 GMT"})
     assert old_date.status_code == 200 and len(old_date.content) == 10240
+    same_date = requests.get(url, headers={"Range": "bytes=0-9", "If-Range": modified})
+    assert same_date.status_code == 206 and len(same_date.content) == 10
+    for invalid in ("not a validator", "W/" + etag, etag.strip('"'), "Fri, 01 Jan 2100 00:00:00 GMT"):
+        whole = requests.get(url, headers={"Range": "bytes=0-9", "If-Range": invalid})
+        assert (whole.status_code, len(whole.content)) == (200, 10240), invalid
     # A new version of the file gets a new ETag.
     path = library / "item one" / "disk-1.vmdk"
     path.write_bytes(b"new bytes")
     os.utime(path, ns=(1, 2_000_000_000_000_000_000))
     again = requests.get(url, headers={"If-None-Match": etag})
     assert again.status_code == 200 and again.content == b"new bytes" and again.headers["ETag"] != etag
+
+
+def test_if_range_date_of_a_newer_version_after_a_rollback(server, library):
+    # rsync keeps the primary's mtimes: a rolled-back file can be older than the one a client
+    # started to download. Its If-Range date no longer matches: the whole new file, not a splice.
+    path = library / "item one" / "disk-1.vmdk"
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    url = server.base + "/item%20one/disk-1.vmdk"
+    modified = requests.head(url).headers["Last-Modified"]
+    path.write_bytes(b"R" * 10240)  # same size, older time
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+    r = requests.get(url, headers={"Range": "bytes=100-", "If-Range": modified})
+    assert r.status_code == 200 and r.content == b"R" * 10240
 
 
 def test_no_precompressed_sibling(server, library):

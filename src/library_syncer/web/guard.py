@@ -66,7 +66,7 @@ class ConnectionGuard:
         self.limits, self.where = limits, where
         self.counts = ConnectionCounts(limits.max_connections, limits.max_per_client)
         self.refusals = RateLimitedWarning(
-            loop, f"web server on {where}: %d more connections refused at the caps in the last %gs")
+            loop, f"web server on {where}: %d more connections refused at the caps since the previous warning (at most one per %gs)")
 
     def admit(self, address: str) -> bool:
         cap = self.counts.admit(address)
@@ -174,7 +174,7 @@ class AcceptErrorFilter:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.previous = loop.get_exception_handler()
         self.warning = RateLimitedWarning(
-            loop, "web server: %d more connection accepts failed for lack of file descriptors in the last %gs")
+            loop, "web server: %d more connection accepts failed for lack of file descriptors since the previous warning (at most one per %gs)")
 
     def __call__(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         exc = context.get("exception")

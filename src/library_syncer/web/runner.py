@@ -30,7 +30,7 @@ from .rules import host_port, subscription_urls
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("library_syncer.web.access")
 
-LISTEN_BACKLOG = 512  # a burst of subscribers waits in the kernel's queue rather than being dropped
+LISTEN_BACKLOG = 512  # a burst of subscribers waits in the kernel queue instead of SYN retries
 
 
 REQUEST_OBSERVER = web.AppKey("request_observer", Callable[[str, int, int], None])
