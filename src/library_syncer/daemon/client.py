@@ -29,7 +29,7 @@ from typing import Any, Callable
 import aiohttp
 
 from ..config import Settings
-from ..errors import OperationFailed
+from ..errors import ConfigError, OperationFailed
 from ..logs import run_context
 from ..publish.generations import Layout
 from ..publish.pins import GenerationPins
@@ -37,7 +37,7 @@ from . import status as st
 from .events import EventLines
 from .metrics import ClientMetrics
 from .schedule import next_run, random_delay
-from .sync import SyncResult, run_sync
+from .sync import SyncResult, prepare, run_sync
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,42 @@ def served_root(settings: Settings) -> GenerationPins:
     empty = Layout(settings.library).meta / "empty"
     empty.mkdir(parents=True, exist_ok=True)
     return GenerationPins(settings.library, settings.generation_grace_seconds, fallback=empty)
+
+
+def listen_ports(settings: Settings, *, acme: bool) -> list[tuple[str, int]]:
+    """(setting, port) of every TCP port the site's web servers (or Caddy in front) listen on."""
+    s = settings
+    if acme:
+        ports = [("https_port" if s.https_port else "http_port", s.https_port or s.http_port),
+                 ("acme_http_port", s.acme_http_port)]
+    elif s.tls_files() and s.https_port:
+        ports = [("https_port", s.https_port)]
+    else:
+        ports = [("http_port", s.http_port)]
+    return ports + ([("status_port", s.status_port)] if s.status_port else [])
+
+
+def check_ports(host: str, ports: list[tuple[str, int]]) -> None:
+    """ConfigError (one line naming the setting) unless every port can be bound on ``host`` now."""
+    seen: dict[int, str] = {}
+    for setting, port in ports:
+        if port and port in seen:
+            raise ConfigError(f"settings {seen[port]} and {setting} are both port {port}")
+        seen[port] = setting
+        try:
+            addresses = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise ConfigError(f"setting http_host: cannot resolve {host!r} ({exc.strerror})") from None
+        for family, kind, proto, _, address in addresses:
+            with socket.socket(family, kind, proto) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the web server does
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                try:
+                    sock.bind(address)
+                except OSError as exc:
+                    raise ConfigError(f"setting {setting}: cannot listen on {address[0]} port {port} "
+                                      f"({exc.strerror}; setting http_host is {host!r})") from None
 
 
 class ClientDaemon:
@@ -282,11 +318,51 @@ class ClientDaemon:
             await task
         return False
 
-    async def run(self, *, on_started: Callable[[list[str]], None] | None = None) -> None:
-        """Serve and schedule until SIGTERM/SIGINT."""
+    async def _serve(self, settings_named: str, app, host: str, port: int, listening: asyncio.Event,
+                     on_started: Callable[[list[str]], None] | None = None, **kw) -> None:
+        """``serve_app`` whose bind error names the settings behind the address."""
         from ..web.runner import serve_app
 
+        def started(urls: list[str]) -> None:
+            listening.set()
+            if on_started is not None:
+                on_started(urls)
+
+        try:
+            await serve_app(app, host, port, on_started=started, stop_event=self.stop, handle_signals=False, **kw)
+        except ConfigError as exc:
+            raise ConfigError(f"{settings_named}: {exc}") from None
+
+    async def _all_listening(self, servers: list[asyncio.Task], listening: list[asyncio.Event]) -> bool:
+        """Wait until every web server listens (True); raise the error of one that could not start.
+
+        False when the daemon was stopped meanwhile."""
+        async def all_set() -> None:
+            for event in listening:
+                await event.wait()
+
+        ready = asyncio.ensure_future(all_set())
+        try:
+            await asyncio.wait({ready, *servers}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if all(e.is_set() for e in listening) and not any(t.done() for t in servers):
+            return True
+        self.stop.set()
+        await asyncio.gather(*servers, return_exceptions=True)
+        for task in servers:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+        return False
+
+    async def run(self, *, on_started: Callable[[list[str]], None] | None = None) -> None:
+        """Check the settings (one-line ConfigError), listen, then sync and schedule until SIGTERM/SIGINT.
+
+        No sync starts before every web server listens, so a port in use is the one error shown.
+        """
         s = self.settings
+        await asyncio.to_thread(prepare, s, startup=True)  # library and host-key files, no network
+        check_ports(s.http_host, listen_ports(s, acme=self.acme))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig.name)
@@ -299,27 +375,38 @@ class ClientDaemon:
             ssl_context = load_tls_context(*tls)
             self.thumbprint = sha1_thumbprint(tls[0])
             log.info("TLS certificate %s, SHA-1 thumbprint %s", tls[0], self.thumbprint)
+        listening = [asyncio.Event()]
+        front: list[asyncio.Task] = []
         if self.acme:  # the app listens on a private unix socket; Caddy serves HTTPS in front of it
             state = s.resolved_state_dir()
             state.mkdir(parents=True, exist_ok=True)
             socket_path = state / "web.sock"
-            web_started = asyncio.Event()
-            servers = [asyncio.create_task(serve_app(
-                library, "", 0, unix_path=str(socket_path), shutdown_grace=s.shutdown_grace_seconds,
-                on_started=lambda urls: web_started.set(), stop_event=self.stop, handle_signals=False,
-                cut_event=self._cut,
-            )), asyncio.create_task(self._front(socket_path, web_started, on_started))]
+            servers = [asyncio.create_task(self._serve(
+                "setting state_dir", library, "", 0, listening[0], unix_path=str(socket_path),
+                shutdown_grace=s.shutdown_grace_seconds, cut_event=self._cut,
+            ))]
+            front = [asyncio.create_task(self._front(socket_path, listening[0], on_started))]
         else:
-            servers = [asyncio.create_task(serve_app(
-                library, s.http_host, s.https_port if tls and s.https_port else s.http_port,
-                ssl_context=ssl_context, shutdown_grace=s.shutdown_grace_seconds,
-                on_started=on_started, stop_event=self.stop, handle_signals=False, cut_event=self._cut,
+            port_setting = "https_port" if tls and s.https_port else "http_port"
+            servers = [asyncio.create_task(self._serve(
+                f"settings http_host/{port_setting}", library, s.http_host,
+                s.https_port if tls and s.https_port else s.http_port, listening[0], on_started,
+                ssl_context=ssl_context, shutdown_grace=s.shutdown_grace_seconds, cut_event=self._cut,
             ))]
         if status_app is not None:
-            servers.append(asyncio.create_task(serve_app(
-                status_app, s.http_host, s.status_port, ssl_context=ssl_context, shutdown_grace=1,
-                stop_event=self.stop, handle_signals=False,
+            listening.append(asyncio.Event())
+            servers.append(asyncio.create_task(self._serve(
+                "settings http_host/status_port", status_app, s.http_host, s.status_port, listening[-1],
+                ssl_context=ssl_context, shutdown_grace=1,
             )))
+        try:
+            started = await self._all_listening(servers, listening)
+        finally:
+            if self.stop.is_set():
+                await asyncio.gather(*front, return_exceptions=True)
+        if not started:
+            return
+        servers += front
         sched = asyncio.create_task(self.scheduler())
         done, _ = await asyncio.wait({*servers, sched}, return_when=asyncio.FIRST_COMPLETED)
         self.stop.set()

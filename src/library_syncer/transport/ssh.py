@@ -6,8 +6,12 @@ host key is pinned by one of, in order of preference:
 - ``sync_known_hosts``: a known_hosts file given by the administrator;
 - ``sync_host_key``: a key line (``ssh-ed25519 AAAA…``), written to
   ``STATE/known_hosts.pinned`` as ``[peer]:port type base64``;
-- trust on first use: ``StrictHostKeyChecking=accept-new`` with ``STATE/known_hosts``,
-  so the first key seen is recorded and enforced afterwards.
+- trust on first use: ``STATE/known_hosts``; before the first contact the server's keys
+  are read with ``ssh-keyscan``, written there and their fingerprints logged once; ssh runs
+  with ``StrictHostKeyChecking=accept-new``, so a recorded key is enforced afterwards.
+
+Every known_hosts file is checked before use (UTF-8 text, a key for the server), so a
+bad one stops the start with one line instead of a later "host key could not be verified".
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import shlex
 import stat
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +35,8 @@ KEY_TYPES = (
     "ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521",
     "sk-ssh-ed25519@openssh.com", "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-dss",
 )
+TOFU = "trust on first use"
+KEYSCAN_TYPES = "ed25519,ecdsa,rsa"
 
 
 @dataclass(frozen=True)
@@ -90,12 +97,18 @@ def known_hosts_text(peer: str, port: int, keys: list[tuple[str, str]]) -> str:
 def pin_host_key(
     peer: str, port: int, state_dir: Path, *, known_hosts: Path | None = None, host_key: str | None = None
 ) -> HostKeyPin:
-    """Resolve (and write, when needed) the known_hosts file that pins the server's host key."""
+    """Resolve (and write, when needed) the known_hosts file that pins the server's host key.
+
+    No network: ConfigError (one line) when a given or recorded known_hosts file is unusable.
+    """
     if known_hosts is not None:
         if not known_hosts.is_file():
             raise ConfigError(f"setting sync_known_hosts: file {known_hosts} does not exist")
-        if not os.access(known_hosts, os.R_OK):
-            raise ConfigError(f"setting sync_known_hosts: file {known_hosts} is not readable")
+        where = f"setting sync_known_hosts: file {known_hosts}"
+        read_known_hosts(known_hosts, where)
+        if not has_host_key(known_hosts, peer, port):
+            raise ConfigError(f"{where} has no host key for {host_pattern(peer, port)} "
+                              f"(add the line 'library-syncer server --print-host-key' prints)")
         return HostKeyPin(known_hosts, "yes", "sync_known_hosts")
     _ensure_dir(state_dir)
     if host_key:
@@ -104,13 +117,101 @@ def pin_host_key(
         except ValueError as exc:
             raise ConfigError(f"setting sync_host_key (SYNC_HOST_KEY): {exc}") from None
         path = state_dir / "known_hosts.pinned"
-        text = known_hosts_text(peer, port, keys)
-        if not path.exists() or path.read_text() != text:
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(text)
-            os.replace(tmp, path)
+        data = known_hosts_text(peer, port, keys).encode()
+        try:
+            if not path.is_file() or path.read_bytes() != data:
+                atomic_write(path, data, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"setting state_dir: cannot write {path} ({exc.strerror})") from None
         return HostKeyPin(path, "yes", "sync_host_key")
-    return HostKeyPin(state_dir / "known_hosts", "accept-new", "trust on first use")
+    path = state_dir / "known_hosts"
+    if path.exists():
+        read_known_hosts(path, f"setting state_dir: trust-on-first-use file {path}",
+                         remedy="remove it to record the server's key again")
+    return HostKeyPin(path, "accept-new", TOFU)
+
+
+def read_known_hosts(path: Path, where: str, remedy: str = "") -> str:
+    """The text of a known_hosts file; ConfigError (one line, starting with ``where``) if unusable."""
+    hint = f"; {remedy}" if remedy else ""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{where} is not a known_hosts file: not UTF-8 text "
+                          f"(byte 0x{data[exc.start]:02x} on line {line}){hint}") from None
+    if "\0" in text:
+        raise ConfigError(f"{where} is not a known_hosts file: it holds NUL bytes{hint}")
+    return text
+
+
+def has_host_key(known_hosts: Path, peer: str, port: int) -> bool:
+    """Whether ``known_hosts`` holds a key for peer:port (hashed names and patterns included)."""
+    proc = _keygen("-F", host_pattern(peer, port), "-f", str(known_hosts))
+    return proc.returncode == 0 and bool(proc.stdout.strip())
+
+
+def _keygen(*args: str, input: str | None = None) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["ssh-keygen", *args], input=input, capture_output=True, text=True,
+                              errors="replace", stdin=None if input is not None else subprocess.DEVNULL)
+    except OSError:
+        raise ConfigError("ssh-keygen not found: install the Debian package openssh-client") from None
+
+
+def fingerprints(lines: str) -> list[str]:
+    """``SHA256:… (ED25519)`` for each key line of ``lines``, as ``ssh-keygen -lf`` prints them."""
+    proc = _keygen("-l", "-f", "-", input=lines)
+    found = []
+    for line in proc.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1].startswith("SHA256:"):
+            found.append(f"{fields[1]} {fields[-1]}")
+    return found
+
+
+def first_use(pin: HostKeyPin, peer: str, port: int, *, timeout: int = 30) -> None:
+    """Trust on first use: record the server's host keys unless ``pin.known_hosts`` has some already.
+
+    The keys are read with ``ssh-keyscan`` and written (atomically), and their fingerprints
+    logged once, now.  If the server cannot be reached, nothing is written (a warning says
+    so) and ssh records the first key it sees when it connects (``accept-new``).
+    """
+    if pin.source != TOFU or (pin.known_hosts.exists() and has_host_key(pin.known_hosts, peer, port)):
+        return
+    name = host_pattern(peer, port)
+    try:
+        proc = subprocess.run(["ssh-keyscan", "-T", str(timeout), "-p", str(port), "-t", KEYSCAN_TYPES, peer],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+                              timeout=4 * timeout + 10)
+        scanned = proc.stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        scanned, proc = "", None
+        log.debug("ssh-keyscan failed: %s", exc)
+    lines = []
+    for line in scanned.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] in KEY_TYPES:
+            lines.append(f"{name} {fields[1]} {fields[2]}\n")
+    if not lines:
+        why = " ".join((proc.stderr if proc else "").split()) or "no answer"
+        log.warning("trust on first use: could not read the host key of %s now (%s); ssh records the "
+                    "first key it is shown when it connects", name, why[:200])
+        return
+    old = pin.known_hosts.read_bytes() if pin.known_hosts.exists() else b""
+    if old and not old.endswith(b"\n"):
+        old += b"\n"
+    try:
+        atomic_write(pin.known_hosts, old + "".join(lines).encode(), 0o644)
+    except OSError as exc:
+        raise ConfigError(f"setting state_dir: cannot write {pin.known_hosts} ({exc.strerror})") from None
+    log.info("trust on first use: pinned the host key of %s in %s: %s (check it with "
+             "'library-syncer server --print-host-key | ssh-keygen -lf -' at the server)",
+                name, pin.known_hosts, ", ".join(fingerprints("".join(lines))))
 
 
 def _ensure_dir(path: Path) -> None:
