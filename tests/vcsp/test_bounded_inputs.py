@@ -175,3 +175,28 @@ def test_publishing_links_a_deep_tree_only_down_to_the_limit(tmp_path: Path, cha
     while (linked / "d").is_dir():
         linked, depth = linked / "d", depth + 1
     assert depth == MAX_DEPTH  # deep/ plus MAX_DEPTH levels below it; the item is left out of the manifest
+
+
+def test_a_site_sync_publishes_the_rest_and_reports_what_it_left_out(tmp_path: Path, chains):
+    """Through the real sync path (rsync into staging, cleanup, manifest, publish)."""
+    from library_syncer.config import load_settings
+    from library_syncer.daemon.sync import run_sync
+    from library_syncer.publish import generations as gen
+
+    src = tmp_path / "src"
+    for name in (b"_syncer", b"ctl\nname", b"bad\xffname", b"ok"):
+        put(Path(os.fsdecode(bytes(src) + b"/" + name + b"/a.iso")), "data")
+    chains.append(src / "deep")
+    make_chain(src / "deep", 300, b"x")  # rsync copies it; the manifest and the publish stop at the limit
+    settings = load_settings(library=tmp_path / "L", state_dir=tmp_path / "state", sync_delete_guard=1.0)
+    try:
+        r = run_sync(settings, source=str(src))
+        assert r.ok, r.reason
+        assert [i["selfHref"] for i in json.loads((gen.current_root(tmp_path / "L") / "items.json").read_text())["items"]] \
+            == ["ok/item.json"]
+        assert len(r.problems) == 4 and all(p.endswith("; left out") for p in r.problems)
+        assert any("folders nested deeper than the limit" in p for p in r.problems)
+    finally:
+        for top in (gen.Layout(tmp_path / "L").staging / "deep", *sorted((tmp_path / "L").glob(".library-syncer/generations/*/deep"))):
+            if top.exists():
+                remove_chain(top)
