@@ -36,6 +36,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from ..errors import UserError
+from ..served import printable
 from . import check, rules
 from .ovf import descriptors, manifests, needed_algorithms, template_problems
 from .scan import HashCache, scan_tree
@@ -177,8 +178,11 @@ def _files_present(root: Path, doc: dict[str, Any]) -> bool:
         hrefs = f.get("hrefs") if isinstance(f, dict) else None
         if not isinstance(hrefs, list) or len(hrefs) != 1 or not isinstance(hrefs[0], str):
             return False
+        path = check.href_path(hrefs[0])  # an href the web server would not serve is no good version
+        if path is None:
+            return False
         try:
-            size = (root / unquote(hrefs[0], errors="surrogateescape")).stat().st_size
+            size = (root / path).stat().st_size
         except OSError:
             return False
         if size != f.get("size"):
@@ -280,6 +284,10 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
         ovf_refs = {p: cache.ovf_references(f"{folder}/{p}", by_path[p])
                     for p in descriptors(sorted(paths)) if p.lower().endswith(".ovf")}
         mf_entries = {p: cache.mf_entries(f"{folder}/{p}", by_path[p]) for p in manifests(sorted(paths))}
+        unreadable = [f"{p}: {why}" for p, why in sorted({**ovf_refs, **mf_entries}.items()) if isinstance(why, str)]
+        if unreadable:  # refused before hashing: a huge bad descriptor costs no read of its disks
+            fail(folder, *unreadable)
+            continue
         needed = needed_algorithms(paths, mf_entries)
         try:
             digests = {f.path: cache.digests(f"{folder}/{f.path}", f, needed.get(f.path, set())) for f in files}
@@ -334,12 +342,15 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
             save_state(state_file, new_state)
         except (UserError, OSError) as exc:
             warnings.append(f"state file {state_file}: not saved ({exc}); the next run reads every file again")
+    warnings = [printable(line) for line in warnings]  # one line each, whatever the names hold
+    problems = [printable(line) for line in problems]
+    held_back = {folder: printable(why) for folder, why in held_back.items()}
     for line in warnings:
         log.warning("%s", line)
     for line in problems:
         log.error("%s", line)
     for folder, why in sorted(held_back.items()):
-        log.error("item %s: %s; held back at its published version %s", folder, why,
+        log.error("item %s: %s; held back at its published version %s", printable(folder), why,
                   published.items[folder].get("version"))
     return ManifestReport(
         changed=lib_changed, library_version=int(lib["version"]), items=summaries, problems=problems,
