@@ -9,14 +9,10 @@ files) is kept so the next run resumes.  One run at a time per library folder
 
 from __future__ import annotations
 
-import codecs
-import fcntl
 import logging
 import os
 import random
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,20 +21,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import Settings
-from ..logs import in_context
 from ..errors import ConfigError, UserError
 from ..publish import generations
 from ..publish.generations import Layout
 from ..transport import rsync as rs
 from ..transport import ssh
 from ..transport.exitcodes import Outcome, classify
+from .proc import TERMINATE_GRACE_SECONDS, RunLock, RunLock as _Lock, run as _run  # noqa: F401 (re-exported)
 from .schedule import next_retry_delay
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE_SECONDS = 10.0
 RETRY_CAP_SECONDS = 600.0
-TERMINATE_GRACE_SECONDS = 10.0
 
 
 # --- events and result -----------------------------------------------------------------
@@ -220,85 +215,6 @@ def prepare(settings: Settings, *, source: str | None = None, startup: bool = Fa
     return SyncPlan(Layout(library), source, rsh, pin, settings.sync_timeout, settings.sync_max_bw)
 
 
-@dataclass
-class _Proc:
-    code: int
-    stdout: str
-    stderr: str
-    stopped: bool
-
-
-def _run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: threading.Event | None) -> _Proc:
-    """Run a command, feeding stdout lines (split at CR/LF) to ``on_line``; stop it when asked."""
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=rs.child_env(), start_new_session=True)
-    out_lines: list[str] = []
-    err_chunks: list[bytes] = []
-
-    def read_out() -> None:
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        splitter = rs.LineSplitter()
-        while chunk := os.read(proc.stdout.fileno(), 65536):
-            for line in splitter.feed(decoder.decode(chunk)):
-                _keep(out_lines, line)
-                if on_line:
-                    on_line(line)
-        for line in splitter.close():
-            _keep(out_lines, line)
-            if on_line:
-                on_line(line)
-
-    def read_err() -> None:
-        while chunk := os.read(proc.stderr.fileno(), 65536):
-            err_chunks.append(chunk)
-            if len(err_chunks) > 64:
-                del err_chunks[:32]
-
-    readers = [in_context(read_out), in_context(read_err)]  # log lines keep the run id
-    for t in readers:
-        t.start()
-    stopped = False
-    try:
-        while True:
-            try:
-                proc.wait(timeout=0.2)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if stop_event is not None and stop_event.is_set() and not stopped:
-                stopped = True
-                _signal(proc, signal.SIGTERM)  # rsync moves the partial file into the partial dir
-                try:
-                    proc.wait(timeout=TERMINATE_GRACE_SECONDS)
-                except subprocess.TimeoutExpired:
-                    _signal(proc, signal.SIGKILL)
-    except BaseException:
-        _signal(proc, signal.SIGTERM)
-        proc.wait()
-        raise
-    finally:
-        for t in readers:
-            t.join(timeout=5)
-        proc.stdout.close()
-        proc.stderr.close()
-    return _Proc(proc.returncode, "\n".join(out_lines), b"".join(err_chunks).decode("utf-8", "replace"), stopped)
-
-
-def _keep(lines: list[str], line: str) -> None:
-    """Keep the non-progress lines (the stats block and messages), bounded."""
-    if rs.parse_progress(line) is None:
-        lines.append(line)
-        if len(lines) > 4000:
-            del lines[:2000]
-
-
-def _signal(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def remove_empty_items(staging: Path) -> list[str]:
     """Remove item folders that hold no file other than ``item.json`` (their item was deleted).
 
@@ -332,30 +248,6 @@ def _has_content(item: Path, max_depth: int) -> bool:
                 elif not hidden and not (depth == 0 and entry.name == "item.json"):
                     return True
     return False
-
-
-class _Lock:
-    """Exclusive, non-blocking flock on a file; ``acquire`` returns False when already held."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.fd: int | None = None
-
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            return False
-        return True
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 class _Run:
@@ -551,7 +443,7 @@ def run_sync(
         plan = prepare(settings, source=source)
     except UserError as exc:
         return SyncResult(ok=False, reason=str(exc), started=started, ended=datetime.now(timezone.utc), kind="config")
-    lock = _Lock(plan.layout.lock)
+    lock = RunLock(plan.layout.lock)  # children inherit it: held while any of them runs
     try:
         if not lock.acquire():
             return SyncResult(ok=False, reason=f"another sync of {plan.layout.library} is already running "

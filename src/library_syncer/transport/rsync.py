@@ -6,7 +6,8 @@ generations share inodes with the staging tree), no ``--checksum`` (it reads eve
 byte on both sides).  The client's own files in the staging tree (the manifest and
 its state) are excluded, so ``--delete`` never removes them; ``item.json`` is a
 *perishable* exclude so that a folder whose item vanished at the source is still
-deleted.
+deleted.  ``--fsync`` makes each file rsync writes durable before it is renamed into
+place; the remote shell runs under :data:`REMOTE_SHELL_GUARD` so it dies with rsync.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ FILTER_RULES: tuple[str, ...] = (
 
 OUT_FORMAT = "%i %l %n"
 
+# util-linux: the remote shell (ssh) gets SIGKILL when its parent, rsync, dies.
+REMOTE_SHELL_GUARD = "setpriv --pdeathsig KILL"
+
 # Environment variables that would change what the rsync client sends or runs.
 _SCRUBBED_ENV = ("RSYNC_PROTECT_ARGS", "RSYNC_OLD_ARGS", "RSYNC_RSH", "RSYNC_CONNECT_PROG", "RSYNC_PARTIAL_DIR")
 
@@ -49,6 +53,11 @@ def bwlimit_arg(max_bw: str) -> list[str]:
     return [f"--bwlimit={value}"]
 
 
+def guarded_rsh(rsh: str) -> str:
+    """The remote shell started so that the kernel kills it when rsync dies (no orphan ssh)."""
+    return rsh if rsh.startswith(REMOTE_SHELL_GUARD) else f"{REMOTE_SHELL_GUARD} {rsh}"
+
+
 def sync_command(
     source: str,
     dest: Path | str,
@@ -63,12 +72,12 @@ def sync_command(
     cmd = [
         rsync, "-a", "--delete-delay", f"--partial-dir={PARTIAL_DIR}", f"--timeout={timeout}",
         "--no-human-readable", "--info=progress2", "--no-inc-recursive", f"--out-format={OUT_FORMAT}",
-        "--stats",
+        "--stats", "--fsync",
     ]
     cmd += [f"--filter={rule}" for rule in FILTER_RULES]
     cmd += bwlimit_arg(max_bw)
     if rsh:
-        cmd += ["-e", rsh]
+        cmd += ["-e", guarded_rsh(rsh)]
     cmd += list(extra)
     cmd += [source, str(dest).rstrip("/") + "/"]
     return cmd
@@ -78,7 +87,7 @@ def list_command(source: str, *, rsh: str | None = None, timeout: int = 300, rsy
     """The rsync command that lists the top level of ``source`` (no recursion)."""
     cmd = [rsync, "--list-only", "--no-human-readable", f"--timeout={timeout}"]
     if rsh:
-        cmd += ["-e", rsh]
+        cmd += ["-e", guarded_rsh(rsh)]
     return cmd + [source]
 
 
