@@ -24,7 +24,7 @@ def new(site: str, out: Path) -> None:
     from ..transport import keys as keymod
 
     if not keymod.site_name_ok(site):
-        raise ConfigError(f"site name {site!r}: use letters, digits, '.', '_', '-' or '@' (at most 64)")
+        raise ConfigError(f"site name {site!r}: use {keymod.SITE_NAME_RULE}")
     keygen = keymod.find_tool("ssh-keygen", "openssh-client")
     private = out / site
     public = out / f"{site}.pub"
@@ -53,7 +53,8 @@ def list_(**kwargs) -> None:
 
     settings = settings_from(click.get_current_context(), kwargs)
     keygen = keymod.find_tool("ssh-keygen", "openssh-client")
-    keys, problems = keymod.scan_site_keys(settings.keys_dir, keygen)
+    scan = keymod.scan_site_keys(settings.keys_dir, keygen)
+    keys, problems = scan.keys, scan.problems + scan.skipped
     table = Table(title=f"Sites authorized by {settings.keys_dir}")
     for col in ("site", "type", "fingerprint", "from", "file"):
         table.add_column(col)

@@ -6,9 +6,10 @@ library, keys, port, account) and writes the host keys, ``sshd_config`` and
 foreground, folds its log into ours with the site name of every session,
 reloads the keys on SIGHUP and stops on SIGTERM/SIGINT.
 
-Reloading only rewrites ``authorized_keys`` (atomically): sshd reads it at
-every authentication, so a site is added or revoked without restarting sshd
-and without touching established sessions.
+Reloading rewrites ``authorized_keys`` (atomically): sshd reads it at every
+authentication, so a site is added or revoked without restarting sshd.  The
+running sessions of a revoked key are then ended (:mod:`.sessions`), at the
+reload and at every upkeep tick after it, while other sites' sessions go on.
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..childenv import child_environ
 from ..config import Settings
 from ..errors import ConfigError, OperationFailed
 from ..transport import keys as keymod
-from ..transport.sshd import LogFolder, SshdSetup, forced_command, render_authorized_keys, render_sshd_config
+from ..transport.sshd import (
+    LogFolder, SshdSetup, check_line_safe, forced_command, render_authorized_keys, render_sshd_config,
+    session_marker,
+)
+from . import sessions
 from ..web.fleet import make_fleet_app, start_fleet_server
 from ..web.rules import is_loopback
 from .fleet import Fleet, established_peers
@@ -62,6 +68,8 @@ class ServerPlan:
     setup: SshdSetup
     config_file: Path
     keys: list[keymod.SiteKey] = field(default_factory=list)
+    uid: int = -1  # the uid sessions run as (the login account)
+    key_sites: dict[str, str] = field(default_factory=dict)  # every key seen ("TYPE BASE64") -> its site
 
 
 # --- checks -----------------------------------------------------------------------------
@@ -103,6 +111,7 @@ def check_rsync_version(rsync: str, allow_old: bool) -> tuple[int, ...] | None:
 def check_library(library: Path, account: pwd.struct_passwd | None = None) -> Path:
     """The library's absolute path; ConfigError when it is missing or unreadable (by ``account``)."""
     library = library.absolute()
+    _check_path_text(library, "library")
     if not library.exists():
         raise ConfigError(f"setting library: folder {library} does not exist")
     if not library.is_dir():
@@ -134,6 +143,14 @@ def _unreadable_for(library: Path, pw: pwd.struct_passwd) -> Path | None:
         if bits & need != need:
             return path
     return None
+
+
+def _check_path_text(path: Path, setting: str) -> None:
+    """A path that goes into sshd's files must not hold a newline or another control character."""
+    try:
+        check_line_safe(str(path), "path")
+    except ValueError as exc:
+        raise ConfigError(f"setting {setting}: the {exc} (sshd's files are line-based)") from None
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -226,6 +243,7 @@ def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
 def prepare_state_dir(state_dir: Path) -> Path:
     """The state folder, created (0755) if missing; ConfigError if it cannot be or is writable by others."""
     state_dir = state_dir.absolute()
+    _check_path_text(state_dir, "state_dir")
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     except OSError as exc:
@@ -250,7 +268,10 @@ def prepare(settings: Settings) -> ServerPlan:
     check_rsync_version(tools.rsync, settings.allow_old_rsync)
     root_mode = os.geteuid() == 0 and not settings.unprivileged
     library = check_library(settings.library)
-    keys = keymod.load_site_keys(settings.keys_dir, tools.keygen)
+    scan = keymod.load_site_keys(settings.keys_dir, tools.keygen)
+    for line in scan.skipped:
+        log.warning("%s", line)
+    keys = scan.keys
     for site in keymod.unknown_sites(keys, keymod.load_sites_config(settings.keys_dir)):
         log.warning("keys config names site %s, which has no key file %s.pub", site, site)
     check_port_free(settings.ssh_host, settings.ssh_port)
@@ -260,9 +281,9 @@ def prepare(settings: Settings) -> ServerPlan:
         check_secure_parents(authorized)
         account = ensure_account(settings.syncer_user, settings.syncer_uid)
         check_library(library, account)
-        user = account.pw_name
+        user, uid = account.pw_name, account.pw_uid
     else:
-        user = pwd.getpwuid(os.geteuid()).pw_name
+        user, uid = pwd.getpwuid(os.geteuid()).pw_name, os.geteuid()
     if os.geteuid() == 0:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation needs it as root
     host_keys = keymod.ensure_host_keys(state_dir, tools.keygen)
@@ -270,15 +291,19 @@ def prepare(settings: Settings) -> ServerPlan:
     setup = SshdSetup(
         listen_host=settings.ssh_host, port=settings.ssh_port, host_keys=tuple(host_keys),
         authorized_keys=authorized, user=user, command=command,
-        root_login=(user == "root"), strict_modes=root_mode,
+        root_login=(user == "root"), strict_modes=root_mode, marker=session_marker(authorized),
     )
-    write_atomic(authorized, render_authorized_keys(keys, command))
     config_file = state_dir / "sshd_config"
-    write_atomic(config_file, render_sshd_config(setup))
+    try:
+        authorized_text, config_text = render_authorized_keys(keys, command), render_sshd_config(setup)
+    except ValueError as exc:
+        raise ConfigError(f"cannot write sshd's files: {exc}") from None
+    write_atomic(authorized, authorized_text)
+    write_atomic(config_file, config_text)
     test = subprocess.run([tools.sshd, "-t", "-f", str(config_file)], capture_output=True, text=True)
     if test.returncode != 0:
         raise ConfigError(f"sshd rejects the configuration {config_file}: {test.stderr.strip()}")
-    return ServerPlan(tools, settings, state_dir, setup, config_file, keys)
+    return ServerPlan(tools, settings, state_dir, setup, config_file, keys, uid, {k.key: k.site for k in keys})
 
 
 def reload_keys(plan: ServerPlan) -> list[keymod.SiteKey]:
@@ -287,13 +312,21 @@ def reload_keys(plan: ServerPlan) -> list[keymod.SiteKey]:
     A folder-level problem (missing folder, bad sites.toml) keeps the previous keys.
     """
     try:
-        keys, problems = keymod.scan_site_keys(plan.settings.keys_dir, plan.tools.keygen)
+        scan = keymod.scan_site_keys(plan.settings.keys_dir, plan.tools.keygen)
     except ConfigError as exc:
         log.error("reload: %s; keeping the previous keys", exc)
         return plan.keys
-    for problem in problems:
+    for line in scan.skipped:
+        log.warning("reload: %s", line)
+    for problem in scan.problems:
         log.error("reload: %s; that key is not authorized", problem)
-    write_atomic(plan.setup.authorized_keys, render_authorized_keys(keys, plan.setup.command))
+    keys = scan.keys
+    try:
+        text = render_authorized_keys(keys, plan.setup.command)
+    except ValueError as exc:
+        log.error("reload: %s; keeping the previous keys", exc)
+        return plan.keys
+    write_atomic(plan.setup.authorized_keys, text)
     before = {k.fingerprint: k.site for k in plan.keys}
     after = {k.fingerprint: k.site for k in keys}
     added = sorted({after[f] for f in after.keys() - before.keys()})
@@ -304,7 +337,22 @@ def reload_keys(plan: ServerPlan) -> list[keymod.SiteKey]:
     if not keys:
         log.warning("no site keys in %s: every site is refused", plan.settings.keys_dir)
     plan.keys = keys
+    plan.key_sites.update({k.key: k.site for k in keys})
+    end_revoked_sessions(plan)
     return keys
+
+
+def end_revoked_sessions(plan: ServerPlan) -> int:
+    """End the running sessions whose key is no longer authorized; each one is logged. How many."""
+    try:
+        ended = sessions.end_unauthorized(plan.setup.marker, plan.uid, {k.key for k in plan.keys})
+    except OSError as exc:
+        log.error("cannot look for sessions of revoked keys: %s", exc.strerror or exc)
+        return 0
+    for s in ended:
+        site = ", ".join(sorted({plan.key_sites.get(k, "unknown key") for k in s.keys}))
+        log.warning("site %s: ended the session from %s: its key is no longer authorized", site, s.client)
+    return len(ended)
 
 
 # --- supervision ------------------------------------------------------------------------
@@ -315,7 +363,7 @@ def run(plan: ServerPlan) -> int:
 
 
 def _sshd_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k in ("PATH", "TZ", "LANG", "LC_ALL")}
+    return {k: v for k, v in child_environ().items() if k in ("PATH", "TZ", "LANG", "LC_ALL")}
 
 
 async def _supervise(plan: ServerPlan) -> int:
@@ -453,9 +501,11 @@ def _ssh_peers(port: int) -> set[tuple[str, int]] | None:
 
 
 async def _fleet_upkeep(plan: ServerPlan, fleet: Fleet, seconds: float) -> None:
-    """Every few seconds: end sessions whose connection is gone, save the history if it changed."""
+    """Every few seconds: end sessions whose connection is gone or whose key was revoked (one that got in
+    while the keys were reloaded), save the history if it changed."""
     while True:
         await asyncio.sleep(seconds)
+        await asyncio.to_thread(end_revoked_sessions, plan)
         peers = await asyncio.to_thread(_ssh_peers, plan.setup.port)
         if peers is not None:
             fleet.reap(peers)

@@ -28,6 +28,7 @@ from .ssh import KEY_TYPES, parse_host_keys
 SITES_FILE = "sites.toml"
 HOST_KEY_TYPES = ("ed25519", "rsa")  # ed25519 first; RSA for old clients
 _SITE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+SITE_NAME_RULE = "letters, digits, '.', '_', '-' or '@', starting with a letter or digit, at most 64"
 # sshd "from=" pattern list entries: addresses, CIDR blocks, or wildcard patterns (optionally negated).
 _FROM_PATTERN_RE = re.compile(r"^!?[0-9A-Za-z.:*?-]+$")
 
@@ -67,8 +68,12 @@ def find_tool(name: str, package: str, path: str | None = None) -> str:
 
 
 def site_name_ok(name: str) -> bool:
-    """Whether ``name`` is usable as a site name (and key file name)."""
-    return bool(_SITE_NAME_RE.match(name)) and not name.endswith(".pub")
+    """Whether ``name`` is a site name: :data:`SITE_NAME_RULE` (no space, quote or control character).
+
+    The one rule for ``keys new``, ``keys list`` and the ``authorized_keys``
+    writer, where the name is the comment of the site's line.
+    """
+    return bool(_SITE_NAME_RE.fullmatch(name)) and not name.endswith(".pub")
 
 
 def parse_public_key_file(text: str) -> list[tuple[str, str]]:
@@ -120,6 +125,8 @@ def load_sites_config(keys_dir: Path) -> dict[str, tuple[str, ...]]:
         raise ConfigError(f"keys config {path}: not valid TOML ({exc})") from None
     limits: dict[str, tuple[str, ...]] = {}
     for site, table in data.items():
+        if not site_name_ok(site):
+            raise ConfigError(f"keys config {path}: [{site!r}] is not a site name ({SITE_NAME_RULE})")
         if not isinstance(table, dict):
             raise ConfigError(f"keys config {path}: [{site}] must be a table such as from = [\"10.1.0.0/16\"]")
         unknown = sorted(set(table) - {"from"})
@@ -147,26 +154,39 @@ def _valid_from(pattern: str) -> bool:
             return True
         except ValueError:
             return False
-    return bool(_FROM_PATTERN_RE.match(pattern))
+    return bool(_FROM_PATTERN_RE.fullmatch(pattern))
 
 
-def scan_site_keys(keys_dir: Path, keygen: str = "ssh-keygen") -> tuple[list[SiteKey], list[str]]:
-    """Every usable key of every ``*.pub`` file in ``keys_dir`` and a one-line problem per unusable file.
+@dataclass
+class KeyScan:
+    """What :func:`scan_site_keys` found: usable keys and one line per file left out."""
 
-    Raises ConfigError for folder-level problems (missing or writable folder, bad ``sites.toml``).
+    keys: list[SiteKey]
+    problems: list[str]  # site key files that cannot be used (unparsable, unsafe permissions)
+    skipped: list[str]  # files whose name is not a site name: never site keys
+
+
+def scan_site_keys(keys_dir: Path, keygen: str = "ssh-keygen") -> KeyScan:
+    """Every usable key of every ``*.pub`` file in ``keys_dir``, and a one-line reason per file left out.
+
+    A file whose name (without ``.pub``) is not a site name (:func:`site_name_ok`)
+    is skipped unread.  Raises ConfigError for folder-level problems (missing or
+    writable folder, bad ``sites.toml``).
     """
     if not keys_dir.is_dir():
         raise ConfigError(f"setting keys_dir: folder {keys_dir} does not exist")
     check_not_writable_by_others(keys_dir, "keys folder")
     limits = load_sites_config(keys_dir)
-    keys: list[SiteKey] = []
-    problems: list[str] = []
+    scan = KeyScan([], [], [])
     for path in sorted(p for p in keys_dir.glob("*.pub") if not p.name.startswith(".")):
+        if not site_name_ok(path.name.removesuffix(".pub")):
+            scan.skipped.append(f"key file {str(path)!r}: the name is not a site name ({SITE_NAME_RULE}); skipped")
+            continue
         try:
-            keys.extend(_read_key_file(path, limits, keygen))
+            scan.keys.extend(_read_key_file(path, limits, keygen))
         except ConfigError as exc:
-            problems.append(str(exc))
-    return keys, problems
+            scan.problems.append(str(exc))
+    return scan
 
 
 def _read_key_file(path: Path, limits: dict[str, tuple[str, ...]], keygen: str) -> list[SiteKey]:
@@ -184,20 +204,23 @@ def _read_key_file(path: Path, limits: dict[str, tuple[str, ...]], keygen: str) 
     return [SiteKey(site, path, k, b, fp, limits.get(site, ())) for (k, b), fp in zip(pairs, fps)]
 
 
-def load_site_keys(keys_dir: Path, keygen: str = "ssh-keygen") -> list[SiteKey]:
-    """Every key of every ``*.pub`` file in ``keys_dir``, checked, with its site's limits.
+def load_site_keys(keys_dir: Path, keygen: str = "ssh-keygen") -> KeyScan:
+    """The keys at start: every key of every site key file in ``keys_dir``, checked, with its site's limits.
 
     Raises ConfigError (one line naming the file) on a missing folder, no keys,
-    an unparsable key, unsafe permissions or a bad ``sites.toml``.
+    an unparsable key, unsafe permissions or a bad ``sites.toml``.  Files whose
+    name is not a site name are only reported in ``skipped``.
     """
-    keys, problems = scan_site_keys(keys_dir, keygen)
-    if problems:
-        raise ConfigError(problems[0])
-    if not keys:
+    scan = scan_site_keys(keys_dir, keygen)
+    if scan.problems:
+        raise ConfigError(scan.problems[0])
+    if not scan.keys:
+        skipped = f" ({len(scan.skipped)} file(s) skipped: not a site name)" if scan.skipped else ""
         raise ConfigError(
-            f"setting keys_dir: no site keys (*.pub) in {keys_dir}: create one with 'library-syncer keys new SITE'"
+            f"setting keys_dir: no site keys (*.pub) in {keys_dir}{skipped}: "
+            "create one with 'library-syncer keys new SITE'"
         )
-    return keys
+    return scan
 
 
 def unknown_sites(keys: list[SiteKey], limits: dict[str, tuple[str, ...]]) -> list[str]:

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from ..childenv import child_environ
+
 PARTIAL_DIR = ".rsync-partial"
 
 # Filter rules, in order.  "-p" = perishable: ignored inside folders being deleted.
@@ -92,8 +94,9 @@ def list_command(source: str, *, rsh: str | None = None, timeout: int = 300, rsy
 
 
 def child_env(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for rsync: without variables that rrsync would refuse or that redirect rsync."""
-    env = dict(os.environ if base is None else base)
+    """Environment for rsync (and the ssh it runs): without the tool's secrets, variables that rrsync
+    would refuse or that redirect rsync."""
+    env = child_environ(base)
     for name in _SCRUBBED_ENV:
         env.pop(name, None)
     env["LC_ALL"] = "C"  # stable messages for parsing

@@ -3,19 +3,30 @@
 - :func:`render_sshd_config`: a hardened ``sshd_config`` whose only use is a
   read-only rsync of the library by one account, with public keys only;
 - :func:`render_authorized_keys`: one ``restrict,command="rrsync -ro LIBRARY"``
-  line per site key, with the site's optional ``from=`` limits;
+  line per site key, with the site's optional ``from=`` limits; every part is
+  checked so no input can add a line or an option (ValueError otherwise);
+- every session gets ``SESSION_MARKER_VAR`` (``SetEnv``) and, with
+  ``ExposeAuthInfo``, ``SSH_USER_AUTH`` naming the key it logged in with: how
+  the server finds the sessions of a revoked key (see ``daemon/sessions.py``);
 - :class:`LogFolder`: turns sshd's log lines into ours, naming the site of
   each session (sshd logs the key fingerprint when it accepts a key).
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .keys import SiteKey
+from .keys import SiteKey, site_name_ok
+from .ssh import KEY_TYPES
+
+SESSION_MARKER_VAR = "LIBRARY_SYNCER_SERVER"  # set by sshd in every session of this server
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")  # a newline or NUL would end a line of sshd's files
+_BLOB_RE = re.compile(r"[A-Za-z0-9+/]+={0,2}")
+_FROM_RE = re.compile(r"!?[0-9A-Za-z.:*?/-]+")
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,19 @@ class SshdSetup:
     command: str  # the forced command (see forced_command)
     root_login: bool = False  # True when the account is root (unprivileged mode started as root)
     strict_modes: bool = True
+    marker: str = ""  # SESSION_MARKER_VAR's value in this server's sessions (see session_marker)
+
+
+def session_marker(authorized_keys: Path) -> str:
+    """The mark of one server's sessions: derived from its ``authorized_keys`` path, stable across restarts."""
+    return hashlib.sha256(str(authorized_keys).encode()).hexdigest()[:16]
+
+
+def check_line_safe(value: str, what: str) -> str:
+    """``value`` unchanged; ValueError when it holds a control character (newline, CR, NUL...)."""
+    if _CONTROL_RE.search(value):
+        raise ValueError(f"{what} {value!r} contains a control character")
+    return value
 
 
 def forced_command(rrsync: str, library: Path) -> str:
@@ -42,7 +66,14 @@ def _listen(host: str, port: int) -> str:
 
 
 def render_sshd_config(s: SshdSetup) -> str:
-    """The complete ``sshd_config`` text."""
+    """The complete ``sshd_config`` text; ValueError when a value would break a line."""
+    values = [("host key", str(p)) for p in s.host_keys] + [
+        ("authorized_keys", str(s.authorized_keys)), ("forced command", s.command), ("account", s.user),
+        ("listen address", s.listen_host)]
+    for what, value in values:
+        check_line_safe(value, what)
+    if not re.fullmatch(r"[0-9a-f]*", s.marker):
+        raise ValueError(f"session marker {s.marker!r} is not hexadecimal")
     host_keys = "".join(f"HostKey {p}\n" for p in s.host_keys)
     return f"""\
 # Written by library-syncer at every start: edits are lost.
@@ -87,6 +118,10 @@ PermitTTY no
 PermitUserRC no
 PermitUserEnvironment no
 MaxSessions 1
+# Each session carries this server's mark and the key it logged in with
+# (SSH_USER_AUTH), so revoking a key also ends the sessions it opened.
+SetEnv {SESSION_MARKER_VAR}={s.marker or "-"}
+ExposeAuthInfo yes
 
 # Many sites on slow, lossy links, often starting at the same scheduled time:
 # - MaxStartups: sshd's default 10:30:100 starts dropping unauthenticated
@@ -107,8 +142,25 @@ TCPKeepAlive no
 
 
 def authorized_keys_line(key: SiteKey, command: str) -> str:
-    """One authorized_keys line: ``restrict``, the forced command, optional ``from=``, the key, the site."""
-    opts = ["restrict", 'command="' + command.replace("\\", "\\\\").replace('"', '\\"') + '"']
+    """One authorized_keys line: ``restrict``, the forced command, optional ``from=``, the key, the site.
+
+    ValueError when any part could end the line or the options: a site name
+    outside :func:`site_name_ok`, a key that is not ``TYPE BASE64``, a ``from``
+    entry with other characters than an address pattern, a command with a
+    control character or a trailing backslash (its quotes are escaped for sshd).
+    """
+    if not site_name_ok(key.site):
+        raise ValueError(f"site name {key.site!r} is not a site name")
+    if key.kind not in KEY_TYPES or not _BLOB_RE.fullmatch(key.blob):
+        raise ValueError(f"site {key.site}: the key is not 'TYPE BASE64'")
+    for pattern in key.from_:
+        if not _FROM_RE.fullmatch(pattern):
+            raise ValueError(f"site {key.site}: from entry {pattern!r} is not an address pattern")
+    check_line_safe(command, "forced command")
+    if command.endswith("\\"):
+        raise ValueError(f"forced command {command!r} ends with a backslash")
+    # sshd's option dequoting turns \" into " and keeps every other backslash as it is.
+    opts = ["restrict", 'command="' + command.replace('"', '\\"') + '"']
     if key.from_:
         opts.append(f'from="{",".join(key.from_)}"')
     return f"{','.join(opts)} {key.key} {key.site}\n"

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..childenv import child_environ
 from ..config import Settings
 from ..errors import ConfigError, OperationFailed
 from .rules import host_port
@@ -124,6 +125,14 @@ def caddy_config(
             },
         },
     }
+
+
+def caddy_env(data_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Caddy's environment: none of the tool's settings (secrets included), its data under ``data_dir``."""
+    env = {k: v for k, v in child_environ(base).items()
+           if not k.upper().startswith(("SYNC_", "SYNCER_", "LIBRARY_"))}
+    env.update(HOME=str(data_dir), XDG_DATA_HOME=str(data_dir), XDG_CONFIG_HOME=str(data_dir))
+    return env
 
 
 def fold_log_line(line: str) -> tuple[int, str]:
@@ -233,8 +242,7 @@ class CaddyFront:
                 "install the Debian package 'caddy', or set TLS_CUSTOM_CERT=true with your own certificate"
             )
         config = self._write_config()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "SYNCER_", "LIBRARY_"))}
-        env.update(HOME=str(self.data_dir), XDG_DATA_HOME=str(self.data_dir), XDG_CONFIG_HOME=str(self.data_dir))
+        env = caddy_env(self.data_dir)
         log.info("starting caddy (HTTPS for %s on port %d, ACME HTTP port %d, CA %s) in front of %s",
                  self.settings.tls_name, self.https_port, self.http_port,
                  self.settings.acme_ca or "Let's Encrypt", self.upstream)
