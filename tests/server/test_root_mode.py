@@ -6,6 +6,7 @@ import os
 import pwd
 import random
 import shutil
+import signal
 import subprocess
 import tempfile
 from pathlib import Path
@@ -30,6 +31,17 @@ def _free_uid() -> int:
             pwd.getpwuid(uid)
         except KeyError:
             return uid
+
+
+def _processes_of(uid: int) -> list[str]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if Path("/proc", pid).stat().st_uid == uid:
+                found.append(pid)
+        except OSError:
+            continue
+    return found
 
 
 def _shadow_password(user: str) -> str:
@@ -100,6 +112,24 @@ def test_root_mode_creates_the_account_and_serves_as_it(tmp_path):
         r = subprocess.run([*rsh.split(), "root@127.0.0.1", "true"], capture_output=True, text=True,
                            timeout=30, env=client_env(), stdin=subprocess.DEVNULL)
         assert r.returncode == 255 and "Permission denied" in r.stderr
+
+        # Revoking the key (SIGHUP) ends its running transfer, whose processes run as the account.
+        (lib / "big").mkdir()
+        (lib / "big" / "disk.vmdk").write_bytes(os.urandom(2_000_000))
+        slow = subprocess.Popen(["rsync", "-a", "--bwlimit=100", "-e", rsh, f"{user}@127.0.0.1:/big/",
+                                 f"{tmp_path / 'slow'}/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=client_env())
+        try:
+            wait_until(lambda: log.read_text().count("Starting session") >= 2, 20, "the slow session")
+            (keys / "site1.pub").unlink()
+            proc.send_signal(signal.SIGHUP)
+            assert slow.wait(10) != 0
+            wait_until(lambda: "site site1: ended the session from 127.0.0.1" in log.read_text(), 10,
+                       "the ended session in the log")
+            wait_until(lambda: not _processes_of(uid), 10, "every process of the ended session to exit")
+        finally:
+            slow.kill()
+            slow.wait(10)
 
         proc.terminate()
         assert proc.wait(20) == 0
