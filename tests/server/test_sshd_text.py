@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from library_syncer.daemon.server import parse_rsync_version
 from library_syncer.errors import ConfigError
 from library_syncer.transport.keys import SiteKey, load_sites_config, parse_public_key_file, site_name_ok
 from library_syncer.transport.sshd import (
-    LogFolder, SshdSetup, authorized_keys_line, forced_command, render_sshd_config,
+    SESSION_MARKER_VAR, LogFolder, SshdSetup, authorized_keys_line, forced_command, render_sshd_config,
+    session_marker,
 )
 from support import require_tool
 
@@ -112,3 +114,25 @@ def test_rsync_version():
     assert parse_rsync_version("rsync  version 3.5.0  protocol version 32\n") == (3, 5, 0)
     assert parse_rsync_version("rsync  version v3.2.7  protocol version 31") == (3, 2, 7)
     assert parse_rsync_version("openrsync: protocol version 29") is None
+
+
+def test_sessions_carry_the_server_mark_and_the_key_they_used(tmp_path):
+    sshd = require_tool("sshd", "openssh-server")
+    keygen = require_tool("ssh-keygen", "openssh-client")
+    subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "hk")], check=True)
+    marker = session_marker(tmp_path / "authorized_keys")
+    assert len(marker) == 16 and marker == session_marker(tmp_path / "authorized_keys")
+    assert marker != session_marker(tmp_path / "other" / "authorized_keys")
+    setup = replace(setup_for(tmp_path, Path("/syncer/library")), marker=marker)
+    (tmp_path / "sshd_config").write_text(render_sshd_config(setup))
+    r = subprocess.run([sshd, "-T", "-f", str(tmp_path / "sshd_config")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f"setenv {SESSION_MARKER_VAR}={marker}" in r.stdout and "exposeauthinfo yes" in r.stdout
+
+
+def test_sshd_config_refuses_values_that_would_break_a_line(tmp_path):
+    for change in ({"command": "/usr/bin/rrsync -ro '/lib\nPermitTTY yes'"},
+                   {"authorized_keys": tmp_path / "a\rb"}, {"host_keys": (tmp_path / "k\0",)},
+                   {"marker": "x y"}):
+        with pytest.raises(ValueError):
+            render_sshd_config(replace(setup_for(tmp_path, Path("/l")), **change))
