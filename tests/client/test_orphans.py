@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def test_kill_9_of_the_sync_ends_its_rsync_and_ssh_and_the_next_sync_completes(t
         # ssh gone means the connection closed: the server's rrsync/rsync of that session end too
         wait_until(lambda: not server_session(big_library), 15, "the server side of the session to end")
         assert gen.current_root(tmp_path / "L") is None  # nothing half-done was published
+        partial = tmp_path / "L" / ".library-syncer" / "staging" / "Alpha" / rs.PARTIAL_DIR / "disk.vmdk"
+        assert partial.stat().st_size > 0  # rsync's receiver kept what it had: the next run resumes
 
         done = cli("sync", env=env, timeout=120)
         assert done.returncode == 0, done.stderr
@@ -138,6 +141,25 @@ def test_children_started_from_a_worker_thread_live_until_they_finish(tmp_path):
     worker.start()
     worker.join(30)
     assert results and results[0].code == 0 and results[0].stdout == "done"
+
+
+def test_the_parent_death_signal_follows_the_starting_thread(tmp_path):
+    """Why :func:`proc.run` waits in the thread that started the child: when that thread ends, the child dies."""
+    require_tool("setpriv", "util-linux")
+    started: list = []
+
+    def start_and_leave() -> None:
+        child = subprocess.Popen(proc.guarded(["sleep", "60"]))
+        started.append(child)
+        # leave once setpriv has armed the signal and run sleep (armed later, it would follow the new parent)
+        wait_until(lambda: Path(f"/proc/{child.pid}/cmdline").read_bytes().startswith(b"sleep"), 10, "sleep to run")
+
+    t = threading.Thread(target=start_and_leave)
+    t.start()
+    t.join(30)
+    child = started[0]
+    wait_until(lambda: child.poll() is not None, 10, "the child of an ended thread to be killed")
+    assert child.returncode == -signal.SIGKILL
 
 
 def test_lock_fd_is_inherited_only_while_the_thread_holds_it(tmp_path):
