@@ -321,7 +321,10 @@ class ClientDaemon:
     async def _serve(self, settings_named: str, app, host: str, port: int, listening: asyncio.Event,
                      on_started: Callable[[list[str]], None] | None = None, **kw) -> None:
         """``serve_app`` whose bind error names the settings behind the address."""
+        from ..web.limits import HttpLimits
         from ..web.runner import serve_app
+
+        kw.setdefault("limits", HttpLimits.from_settings(self.settings))
 
         def started(urls: list[str]) -> None:
             listening.set()
