@@ -13,9 +13,11 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from aiohttp import web
+from client_fixture import running_client
 from support import cli, cli_popen, free_port, wait_until
 
 from library_syncer.web.app import create_app
@@ -296,3 +298,34 @@ def test_bad_limit_settings_stop_with_one_line(library, args, env, expected):
     result = cli("serve", library, "--port", free_port(), *args, env=env, timeout=60)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert expected in result.stderr
+
+
+def test_the_client_daemon_applies_the_limits(tmp_path):
+    # No server to sync from: the site still serves (nothing published yet) under its caps.
+    nobody = SimpleNamespace(host="127.0.0.1", port=free_port(), user="site", key=tmp_path / "missing-key",
+                             host_key_line="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl")
+    with running_client(tmp_path, nobody, SYNCER_HTTP_MAX_PER_CLIENT="2") as site:
+        kept = [http.client.HTTPConnection("127.0.0.1", site.port, timeout=10) for _ in range(2)]
+
+        def health(conn: http.client.HTTPConnection) -> int | None:
+            try:
+                conn.request("GET", "/_syncer/healthz")
+                r = conn.getresponse()
+                r.read()
+                return r.status
+            except OSError:
+                conn.close()
+                return None
+
+        try:
+            wait_until(lambda: health(kept[0]) == 200, 60, "the site's web server")
+            assert health(kept[1]) == 200
+            assert refused(site.port, "127.0.0.1")  # the 3rd from one address
+            c = http.client.HTTPConnection("127.0.0.1", site.port, timeout=10, source_address=("127.0.0.2", 0))
+            assert health(c) == 200
+            c.close()
+        finally:
+            for c in kept:
+                c.close()
+        assert site.stop() == 0
+    assert "SYNCER_HTTP_MAX_PER_CLIENT=2 reached" in site.log_text()
