@@ -119,7 +119,7 @@ def test_dockerfile_stages_and_entrypoint():
 
 
 def test_build_context_keeps_what_the_dockerfile_copies():
-    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text()
+    ignore = (DEPLOY.parent / ".dockerignore").read_text()  # at the context's root: every builder reads it
     for needed in ("pyproject.toml", "README.md", "src/library_syncer", "deploy/healthcheck.py"):
         assert f"!{needed}" in ignore
 
@@ -136,8 +136,10 @@ def test_dockerfile_lints_clean():
 def test_systemd_units_verify_and_are_sandboxed(unit, tmp_path):
     analyze = require_tool("systemd-analyze", "systemd")
     text = (DEPLOY / "systemd" / unit).read_text()
+    role = "client" if "client" in unit else "server"
     for directive in ("ProtectSystem=strict", "PrivateTmp=yes", "NoNewPrivileges=yes", "ProtectHome=yes",
-                      "StateDirectory=library-syncer"):
+                      f"StateDirectory=library-syncer/{role}",  # each role its own state (one host, both)
+                      f"Environment=SYNCER_STATE_DIR=/var/lib/library-syncer/{role}"):
         assert f"\n{directive}\n" in text
     if "client" in unit:
         assert "\nUser=library-syncer\n" in text and "AmbientCapabilities=CAP_NET_BIND_SERVICE" in text
