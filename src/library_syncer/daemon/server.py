@@ -93,7 +93,8 @@ def parse_rsync_version(text: str) -> tuple[int, ...] | None:
 def check_rsync_version(rsync: str, allow_old: bool) -> tuple[int, ...] | None:
     """Refuse rsync older than 3.5.0 (restricted-directory escape fixed there) unless allowed."""
     try:
-        out = subprocess.run([rsync, "--version"], capture_output=True, text=True, timeout=30).stdout
+        out = subprocess.run([rsync, "--version"], capture_output=True, text=True, timeout=30,
+                             env=child_environ()).stdout
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise ConfigError(f"rsync ({rsync}) cannot be run: {exc}") from None
     version = parse_rsync_version(out)
@@ -194,7 +195,7 @@ def ensure_account(name: str, uid: int) -> pwd.struct_passwd:
         proc = subprocess.run(
             [useradd, "--uid", str(uid), "--user-group", "--no-create-home", "--home-dir", "/",
              "--shell", "/bin/sh", "--password", "*", "--comment", "library-syncer", name],
-            capture_output=True, text=True,
+            capture_output=True, text=True, env=child_environ(),
         )
         if proc.returncode != 0:
             raise OperationFailed(f"cannot create the account {name}: {proc.stderr.strip()}")
@@ -211,7 +212,8 @@ def ensure_account(name: str, uid: int) -> pwd.struct_passwd:
         )
     if _password_field(name).startswith("!"):
         # sshd (without PAM) refuses a locked account even for key logins; '*' keeps passwords unusable.
-        subprocess.run([keymod.find_tool("usermod", "passwd"), "-p", "*", name], check=True, capture_output=True)
+        subprocess.run([keymod.find_tool("usermod", "passwd"), "-p", "*", name], check=True, capture_output=True,
+                       env=child_environ())
         log.info("account %s: locked password replaced by '*' (no password can match)", name)
     return pw
 
@@ -300,7 +302,8 @@ def prepare(settings: Settings) -> ServerPlan:
         raise ConfigError(f"cannot write sshd's files: {exc}") from None
     write_atomic(authorized, authorized_text)
     write_atomic(config_file, config_text)
-    test = subprocess.run([tools.sshd, "-t", "-f", str(config_file)], capture_output=True, text=True)
+    test = subprocess.run([tools.sshd, "-t", "-f", str(config_file)], capture_output=True, text=True,
+                          env=_sshd_env())
     if test.returncode != 0:
         raise ConfigError(f"sshd rejects the configuration {config_file}: {test.stderr.strip()}")
     return ServerPlan(tools, settings, state_dir, setup, config_file, keys, uid, {k.key: k.site for k in keys})

@@ -22,6 +22,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..childenv import child_environ
 from ..errors import ConfigError, OperationFailed
 from .ssh import KEY_TYPES, parse_host_keys
 
@@ -91,7 +92,8 @@ def parse_public_key_file(text: str) -> list[tuple[str, str]]:
 
 def fingerprints(path: Path, keygen: str = "ssh-keygen") -> list[str]:
     """SHA256 fingerprints of the keys in a public key file, in file order (via ssh-keygen)."""
-    proc = subprocess.run([keygen, "-l", "-E", "sha256", "-f", str(path)], capture_output=True, text=True)
+    proc = subprocess.run([keygen, "-l", "-E", "sha256", "-f", str(path)], capture_output=True, text=True,
+                          env=child_environ())
     if proc.returncode != 0:
         msg = proc.stderr.strip().splitlines()
         raise ValueError(msg[-1] if msg else "ssh-keygen cannot read it")
@@ -234,7 +236,7 @@ def generate_keypair(path: Path, comment: str, kind: str = "ed25519", keygen: st
     args = [keygen, "-q", "-t", kind, "-N", "", "-C", comment, "-f", str(path)]
     if kind == "rsa":
         args[2:2] = ["-b", "3072"]
-    proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    proc = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, env=child_environ())
     if proc.returncode != 0:
         raise OperationFailed(f"ssh-keygen could not create {path}: {proc.stderr.strip() or proc.returncode}")
     os.chmod(path, 0o600)
