@@ -12,7 +12,6 @@ place; the remote shell runs under :data:`REMOTE_SHELL_GUARD` so it dies with rs
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
