@@ -349,8 +349,8 @@ def end_revoked_sessions(plan: ServerPlan) -> int:
     """End the running sessions whose key is no longer authorized; each one is logged. How many."""
     try:
         ended = sessions.end_unauthorized(plan.setup.marker, plan.uid, {k.key for k in plan.keys})
-    except OSError as exc:
-        log.error("cannot look for sessions of revoked keys: %s", exc.strerror or exc)
+    except (OSError, ValueError) as exc:  # /proc unreadable or not as expected: try again at the next tick
+        log.error("cannot look for sessions of revoked keys: %s", getattr(exc, "strerror", None) or exc)
         return 0
     for s in ended:
         site = ", ".join(sorted({plan.key_sites.get(k, "unknown key") for k in s.keys}))
