@@ -1,7 +1,8 @@
 """``library-syncer status``: ask a running client how it is, or to sync now.
 
 Talks to the client's ``/_syncer/`` API (the same host by default), sending the
-admin token when one is configured.  Exit 0 when the answer came (and, with
+admin token when one is configured.  When the site serves HTTPS (TLS_NAME or
+TLS_CUSTOM_CERT) it asks the HTTPS port, or the status port if one is set.  Exit 0 when the answer came (and, with
 ``--wait``, the sync succeeded); 1 when the client cannot be reached, refused or
 the awaited sync failed; 2 for a bad setting.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import time
 from urllib.parse import urljoin, urlsplit
 
@@ -19,27 +21,55 @@ import click
 from . import setting_options, settings_from
 from ..config import Settings
 from ..daemon.sync import human_bytes
-from ..errors import OperationFailed
+from ..errors import ConfigError, OperationFailed
 from ..web.rules import is_loopback
 
 _WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
 
 def default_base_url(s: Settings) -> str:
-    """The client's ``/_syncer/`` URL as seen from its own host."""
+    """The client's ``/_syncer/`` URL as seen from its own host (the port and scheme it serves them on)."""
     host = "127.0.0.1" if s.http_host in _WILDCARDS else s.http_host
     host = f"[{host}]" if ":" in host else host
-    scheme = "https" if s.tls_files() or s.tls_name else "http"
-    return f"{scheme}://{host}:{s.status_port or s.http_port}/_syncer/"
+    if s.status_port:  # served with the certificate files if any; plain HTTP beside Caddy
+        scheme, port = ("https" if s.tls_files() else "http"), s.status_port
+    elif s.tls_files() or s.tls_name:
+        scheme, port = "https", s.https_port or s.http_port
+    else:
+        scheme, port = "http", s.http_port
+    return f"{scheme}://{host}:{port}/_syncer/"
 
 
-async def _call(method: str, url: str, token: str | None) -> tuple[int, dict]:
+def tls_check(url: str, s: Settings) -> ssl.SSLContext | bool | None:
+    """How to check the server certificate of ``url`` (aiohttp's ``ssl``).
+
+    The site's own certificate file when it has one and the URL is this host's: trusted as it is
+    (its name is the public host name, not 127.0.0.1, so the name is not checked).  Other loopback
+    URLs (Caddy's ACME certificate): not checked, nothing leaves the host.  Else: normal checks.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        return None
+    loopback = is_loopback(parts.hostname)
+    files = s.tls_files()
+    if files and (loopback or parts.hostname == s.http_host):
+        try:
+            ctx = ssl.create_default_context(cafile=str(files[0]))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"setting tls_cert: cannot use certificate {files[0]} to check the client "
+                              f"({getattr(exc, 'strerror', None) or exc})") from None
+        ctx.check_hostname = False
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # the site's certificate itself is the anchor
+        return ctx
+    return False if loopback else None
+
+
+async def _call(method: str, url: str, token: str | None,
+                tls: ssl.SSLContext | bool | None = None) -> tuple[int, dict]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    # Our own host over HTTPS: the certificate names the public host name, not 127.0.0.1.
-    ssl = False if is_loopback(urlsplit(url).hostname) else None
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-            async with session.request(method, url, headers=headers, ssl=ssl) as resp:
+            async with session.request(method, url, headers=headers, ssl=tls) as resp:
                 if resp.status in (401, 403):
                     why = (await resp.text()).strip() or "admin token missing or wrong (setting admin_token)"
                     raise OperationFailed(f"the client at {url} refused: HTTP {resp.status}: {why}")
@@ -77,22 +107,24 @@ def _print(st: dict) -> None:
 @click.option("--sync-now", is_flag=True, help="Ask the client to start a sync now (not doubled if one runs).")
 @click.option("--wait", "wait_seconds", type=float, default=None, metavar="SECONDS",
               help="With --sync-now: wait up to SECONDS for that sync to finish; exit 1 if it failed.")
-@setting_options("http_host", "http_port", "status_port", "admin_token_file", "tls_name", "tls_custom_cert")
+@setting_options("http_host", "http_port", "https_port", "status_port", "admin_token_file", "tls_name",
+                 "tls_custom_cert", "certs_dir", "tls_cert", "tls_key")
 def command(url: str | None, as_json: bool, sync_now: bool, wait_seconds: float | None, **values) -> None:
     """Show a running client's status (published library, last and next sync), or start a sync."""
     settings = settings_from(click.get_current_context(), values)
     base = url or default_base_url(settings)
     base = base if base.endswith("/") else base + "/"
     token = settings.admin_token_value()
+    tls = tls_check(base, settings)
     if sync_now:
-        code, answer = asyncio.run(_call("POST", urljoin(base, "api/sync"), token))
+        code, answer = asyncio.run(_call("POST", urljoin(base, "api/sync"), token, tls))
         run_id = answer.get("run_id") or answer.get("running")
         click.echo(f"sync started: {run_id}" if code == 202 else f"a sync is already running: {run_id}")
         if wait_seconds is None:
             return
         deadline = time.monotonic() + wait_seconds
         while time.monotonic() < deadline:
-            _, st = asyncio.run(_call("GET", urljoin(base, "api/status"), token))
+            _, st = asyncio.run(_call("GET", urljoin(base, "api/status"), token, tls))
             last = st.get("last_sync") or {}
             if last.get("run_id") == run_id:
                 if not last["ok"]:
@@ -101,7 +133,7 @@ def command(url: str | None, as_json: bool, sync_now: bool, wait_seconds: float 
                 return
             time.sleep(1)
         raise OperationFailed(f"sync {run_id} still running after {wait_seconds:.0f}s")
-    _, st = asyncio.run(_call("GET", urljoin(base, "api/status"), token))
+    _, st = asyncio.run(_call("GET", urljoin(base, "api/status"), token, tls))
     if as_json:
         click.echo(json.dumps(st, indent=2))
     else:
