@@ -106,6 +106,8 @@ def test_permission_denied_on_a_source_file_is_retried():
     (127, "setpriv: failed to execute ssh: No such file or directory\nrsync: connection unexpectedly closed "
           "(0 bytes received so far) [Receiver]\nrsync error: remote command not found (code 127)", "ssh", "was not found"),
     (127, "bash: line 1: /usr/bin/rrsync: No such file or directory\n", "/usr/bin/rrsync", "was not found"),
+    (127, "sh: 1: rrsync: not found\nrsync: connection unexpectedly closed (0 bytes received so far) [Receiver]\n"
+          "rsync error: remote command not found (code 127) at io.c(285) [Receiver=3.5.0]", "rrsync", "was not found"),
     (127, "cannot run setpriv: command not found (install the Debian package util-linux)\n", "setpriv", "was not found"),
     (14, "rsync: [Receiver] Failed to exec ssh: No such file or directory (2)\n"
          "rsync error: error in IPC code (code 14) at pipe.c(85) [Receiver=3.5.0]", "ssh", "was not found"),
@@ -155,6 +157,21 @@ def test_rrsync_refusal_is_fatal():
                            "rsync: connection unexpectedly closed (0 bytes received so far) [Receiver]")
     assert not outcome.retryable and outcome.kind == "refused"
     assert classify(1, "rrsync error: option --foo has been disabled on this server").kind == "refused"
+
+
+def test_an_option_the_server_does_not_know_is_fatal():
+    # what rsync 3.5.0 prints when the server's rsync rejects an option: the client exits 12
+    outcome = classify(12, "rsync: --bogus-opt: unknown option\n"
+                           "rsync error: syntax or usage error (code 1) at main.c(1886) [client=3.5.0]\n"
+                           "rsync: connection unexpectedly closed (0 bytes received so far) [Receiver]\n"
+                           "rsync error: error in rsync protocol data stream (code 12) at io.c(285) [Receiver=3.5.0]\n")
+    assert not outcome.retryable and outcome.kind == "refused" and "--bogus-opt: unknown option" in outcome.message
+
+
+def test_a_shell_that_is_not_clean_is_fatal():
+    outcome = classify(2, "protocol version mismatch -- is your shell clean?\n(see the rsync manpage for an explanation)\n"
+                          "rsync error: protocol incompatibility (code 2) at compat.c(625) [Receiver=3.5.0]")
+    assert not outcome.retryable
 
 
 def test_missing_source_folder_at_the_primary_is_retried():

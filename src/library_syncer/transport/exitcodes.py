@@ -23,7 +23,8 @@ code  rsync(1) meaning                             verdict    why
 10    socket I/O                                   retry      network
 11    file I/O                                     retry      fatal when stderr shows a full, read-only or
                                                               failing (EIO) local disk; else transient
-12    protocol data stream (connection lost)       retry      network; fatal on auth/host-key/refusal text
+12    protocol data stream (connection lost)       retry      network; fatal on auth/host-key text or an
+                                                              option the server refuses or does not know
 13    program diagnostics                          retry      could not write a message: transient
 14    IPC code                                     retry      fork/pipe failure is transient; "Failed to exec
                                                               ssh" (not found / not executable) is fatal
@@ -107,7 +108,8 @@ _HOST_KEY_FAILED = re.compile(r"Host key verification failed|No (ED25519|RSA|ECD
 _AUTH = re.compile(r"Permission denied \((publickey|password|keyboard|gssapi|hostbased)|Too many authentication failures|no mutual signature", re.I)
 _KEY_FILE = re.compile(r"UNPROTECTED PRIVATE KEY FILE|bad permissions|Load key .*: (invalid format|"
                        r"error in libcrypto)|no such identity|Identity file .* not accessible", re.I)
-_REFUSED_BY_SERVER = re.compile(r"rrsync error|option .* has been disabled|not allowed", re.I)
+_REFUSED_BY_SERVER = re.compile(r"rrsync error|option .* has been disabled|not allowed|: unknown option|"
+                                r"syntax or usage error \(code 1\)", re.I)
 _SSH_SIGNAL = re.compile(r"Killed by signal (\d+)", re.I)
 _NETWORK = re.compile(
     r"Connection (refused|reset|timed out|closed)|timed out|Network is unreachable|No route to host|"
