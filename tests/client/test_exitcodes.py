@@ -112,6 +112,8 @@ def test_permission_denied_on_a_source_file_is_retried():
     (14, "rsync: [Receiver] Failed to exec ssh: No such file or directory (2)\n"
          "rsync error: error in IPC code (code 14) at pipe.c(85) [Receiver=3.5.0]", "ssh", "was not found"),
     (14, "rsync: [Receiver] Failed to exec /k/ssh: Permission denied (13)\n", "/k/ssh", "could not be run"),
+    (12, "setpriv: failed to execute ssh: No such file or directory\nrsync: connection unexpectedly closed "
+         "(0 bytes received so far) [Receiver]", "ssh", "was not found"),
 ])
 def test_program_not_found_or_not_executable_is_fatal_and_named(code, stderr, program, what):
     outcome = classify(code, stderr)

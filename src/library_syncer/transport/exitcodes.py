@@ -27,7 +27,8 @@ code  rsync(1) meaning                             verdict    why
                                                               option the server refuses or does not know
 13    program diagnostics                          retry      could not write a message: transient
 14    IPC code                                     retry      fork/pipe failure is transient; "Failed to exec
-                                                              ssh" (not found / not executable) is fatal
+                                                              ssh" (not found / not executable) is fatal,
+                                                              whatever the code (12 when rsync sees EOF first)
 15    sibling process crashed                      retry      a crash of one run, e.g. memory pressure
 16    sibling process killed by a signal           retry      the OOM killer, ssh killed, a stop
 19    received SIGUSR1                             retry      someone interrupted this run
@@ -199,7 +200,7 @@ def classify(code: int, stderr: str = "") -> Outcome:
     suffix = f": {detail}" if detail else ""
     if code == 0:
         return Outcome(0, False, "ok", "success")
-    if code in (126, 127) or (code == 14 and _EXEC_FAILED.search(stderr)):
+    if code in (126, 127) or _EXEC_FAILED.search(stderr):  # rsync may see the closed pipe first: exit 12
         return _program(code, stderr)
     if (local := _local_disk(code, stderr)) is not None:
         return local
