@@ -12,7 +12,11 @@ processes end on the closed pipes, and the remote shell is wrapped the same way
 The run lock covers the children: while the calling thread holds a :class:`RunLock`,
 the children :func:`run` starts inherit the lock's file descriptor (flock locks belong
 to the open file, shared by every copy), so the lock stays held until the last
-process that could still write into the staging tree has exited.
+process that could still write into the staging tree has exited (ssh closes the
+descriptors it inherits; it writes nothing there).  This also covers the one window
+the parent-death signal leaves open: the sync killed between the fork and setpriv
+arming the signal (microseconds) leaves an rsync that runs to its end, and no new
+run starts until it has.
 """
 
 from __future__ import annotations
