@@ -6,9 +6,10 @@ often offline); it reflows from a phone to a wall screen and refreshes itself.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone, tzinfo
 from html import escape
 from typing import Any, Iterable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..daemon.sync import human_bytes
 
@@ -39,12 +40,30 @@ code{font-size:.9em;overflow-wrap:anywhere}
 """
 
 
+def site_zone(tz: str | None) -> tzinfo:
+    """The zone times are shown in: the site's TZ setting, else (or if unknown) UTC."""
+    if tz and tz.lstrip(":") != "UTC":
+        try:
+            return ZoneInfo(tz.lstrip(":"))
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return timezone.utc
+
+
+def zone_label(when: datetime) -> str:
+    """``EST``, ``CEST``, ``UTC``; ``UTC+04`` where the zone has no letters abbreviation."""
+    name = when.strftime("%Z")
+    return f"UTC{name}" if name[:1] in "+-" else name
+
+
 def _time(iso: str | None, now: datetime) -> str:
-    """``2026-11-25 09:30 UTC (3 h ago)``, escaped."""
+    """``2026-11-25 04:30 EST (3 h ago)`` in the zone of ``now`` (see :func:`site_zone`), escaped."""
     if not iso:
         return "—"
     when = datetime.fromisoformat(iso)
-    return escape(f"{when:%Y-%m-%d %H:%M} UTC ({_ago((now - when).total_seconds())})")
+    when = (when if when.tzinfo else when.replace(tzinfo=timezone.utc)).astimezone(now.tzinfo)
+    ago = now.timestamp() - when.timestamp()  # not now - when: one zone subtracts wall times across DST
+    return escape(f"{when:%Y-%m-%d %H:%M} {zone_label(when)} ({_ago(ago)})")
 
 
 def _ago(seconds: float) -> str:
@@ -77,7 +96,7 @@ def _rate(run: dict) -> str:
 
 def render_status(st: dict[str, Any]) -> str:
     """The whole page for the status document ``st`` (see ``daemon.status.client_status``)."""
-    now = datetime.fromisoformat(st["now"])
+    now = datetime.fromisoformat(st["now"]).astimezone(site_zone(st.get("tz")))
     pub, last = st.get("published"), st.get("last_sync")
     if st.get("running"):
         state = f'<span class="badge run">syncing ({escape(st["running"])})</span> '
