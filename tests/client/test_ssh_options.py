@@ -10,7 +10,7 @@ import pytest
 
 from library_syncer.errors import ConfigError
 from library_syncer.transport import ssh
-from support import require_tool
+from support import free_port, require_tool
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPJjklzbfeP3oFW3kbOHdeT96tMT8qJVeVhO6Ck0Dkgs"
 
@@ -99,3 +99,29 @@ def test_ssh_command_options(tmp_path):
         assert f"-o {opt}" in joined
     assert ssh.alive_interval(10) == 2 and 4 * ssh.alive_interval(300) <= 300 and ssh.alive_interval(10000) == 60
     assert ssh.rsh_string(["ssh", "-i", "/a b/k"]) == "ssh -i '/a b/k'"
+
+
+def test_known_hosts_checks(tmp_path):
+    require_tool("ssh-keygen", "openssh-client")
+    kh = tmp_path / "kh"
+    kh.write_text(f"[10.0.0.1]:2222 {KEY}\n")
+    assert ssh.has_host_key(kh, "10.0.0.1", 2222) and not ssh.has_host_key(kh, "10.0.0.1", 22)
+    subprocess.run(["ssh-keygen", "-H", "-f", str(kh)], check=True, capture_output=True)  # hashed names
+    assert "10.0.0.1" not in kh.read_text() and ssh.has_host_key(kh, "10.0.0.1", 2222)
+    assert ssh.pin_host_key("10.0.0.1", 2222, tmp_path, known_hosts=kh).strict == "yes"
+    kh.write_bytes(b"# comment\n\xc3\x28 bad\n")
+    with pytest.raises(ConfigError, match=r"sync_known_hosts: file .*kh is not a known_hosts file: not UTF-8 "
+                                          r"text \(byte 0xc3 on line 2\)"):
+        ssh.pin_host_key("10.0.0.1", 2222, tmp_path, known_hosts=kh)
+    assert ssh.fingerprints(f"h {KEY}\n")[0].startswith("SHA256:") and ssh.fingerprints(KEY)[0].endswith("(ED25519)")
+
+
+def test_first_use_with_the_server_unreachable_writes_nothing(tmp_path, caplog):
+    require_tool("ssh-keyscan", "openssh-client")
+    port = free_port()  # nothing listens there
+    pin = ssh.pin_host_key("127.0.0.1", port, tmp_path)
+    assert pin.source == ssh.TOFU and pin.strict == "accept-new"
+    with caplog.at_level("WARNING"):
+        ssh.first_use(pin, "127.0.0.1", port, timeout=2)
+    assert not pin.known_hosts.exists()
+    assert "could not read the host key" in caplog.text
