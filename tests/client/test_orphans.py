@@ -18,7 +18,7 @@ from library_syncer.daemon import proc
 from library_syncer.publish import generations as gen
 from library_syncer.transport import rsync as rs
 from server_fixture import running_server
-from support import cli, cli_popen, require_tool, stop_process, wait_until
+from support import cli, cli_popen, free_port, require_tool, wait_until
 
 MiB = 1 << 20
 
@@ -72,9 +72,10 @@ def site_env(tmp_path: Path, server, **extra: str) -> dict[str, str]:
             "SYNCER_LIBRARY": str(tmp_path / "L"), "SYNCER_STATE_DIR": str(tmp_path / "state"), **extra}
 
 
-def start_slow_sync(tmp_path: Path, env: dict[str, str]):
-    """A real ``library-syncer sync`` under a 256 KiB/s cap, once its rsync and ssh are moving data."""
-    sync = cli_popen("sync", env={**env, "SYNC_MAX_BW": "256"}, stdout=open(tmp_path / "sync.out", "w"),
+def start_slow_sync(tmp_path: Path, env: dict[str, str], command: str = "sync"):
+    """A real ``library-syncer sync`` (or client daemon) under a 256 KiB/s cap, once its rsync and ssh
+    are moving data."""
+    sync = cli_popen(command, env={**env, "SYNC_MAX_BW": "256"}, stdout=open(tmp_path / "sync.out", "w"),
                      stderr=open(tmp_path / "sync.err", "w"))
     staging = tmp_path / "L" / ".library-syncer" / "staging"
 
@@ -108,6 +109,18 @@ def test_kill_9_of_the_sync_ends_its_rsync_and_ssh_and_the_next_sync_completes(t
         assert done.returncode == 0, done.stderr
         root = gen.current_root(tmp_path / "L")
         assert (root / "Alpha" / "disk.vmdk").read_bytes() == (big_library / "Alpha" / "disk.vmdk").read_bytes()
+
+
+def test_kill_9_of_the_client_daemon_mid_sync_leaves_no_transfer(tmp_path, big_library):
+    """The daemon runs syncs in a worker thread: the same holds."""
+    with running_server(tmp_path, big_library) as server:
+        env = site_env(tmp_path, server, SYNCER_HTTP_HOST="127.0.0.1", SYNCER_HTTP_PORT=str(free_port()))
+        daemon = start_slow_sync(tmp_path, env, "client")
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.wait(10)
+        wait_until(lambda: not transfer_children(tmp_path), 5, "no rsync or ssh of the killed daemon left")
+        done = cli("sync", env=site_env(tmp_path, server), timeout=120)
+        assert done.returncode == 0, done.stderr
 
 
 def test_a_child_still_holding_the_lock_makes_the_next_run_busy(tmp_path, big_library):
