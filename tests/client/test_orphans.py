@@ -96,6 +96,7 @@ def test_kill_9_of_the_sync_ends_its_rsync_and_ssh_and_the_next_sync_completes(t
         sync = start_slow_sync(tmp_path, env)
         children = transfer_children(tmp_path)
         assert {p[2][0] for p in children.values()} >= {"rsync", "ssh"} and server_session(big_library)
+        assert all("--fsync" in p[2] for p in children.values() if p[2][0] == "rsync")  # durable before publish
         os.kill(sync.pid, signal.SIGKILL)
         sync.wait(10)
         wait_until(lambda: not transfer_children(tmp_path), 5, "no rsync or ssh of the killed sync left")
