@@ -141,3 +141,8 @@ def test_trust_on_first_use_logs_the_fingerprint_once_when_pinned(tmp_path):
         assert second.returncode == 0, second.stderr
         assert "trust on first use" not in second.stderr  # once, when pinned
         assert (tmp_path / "state" / "known_hosts").read_text() == known
+
+
+def test_a_web_address_that_is_not_this_hosts(tmp_path):
+    r = cli("client", env=_site_env(tmp_path, SYNCER_HTTP_HOST="192.0.2.1"), timeout=60)  # TEST-NET-1: bind only
+    _one_line(r, "setting http_host: cannot listen on 192.0.2.1, not an address of this host")

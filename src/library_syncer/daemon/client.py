@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import logging
 import random
@@ -102,8 +103,11 @@ def check_ports(host: str, ports: list[tuple[str, int]]) -> None:
                 try:
                     sock.bind(address)
                 except OSError as exc:
+                    if exc.errno == errno.EADDRNOTAVAIL:
+                        raise ConfigError(f"setting http_host: cannot listen on {address[0]}, not an address "
+                                          f"of this host ({exc.strerror})") from None
                     raise ConfigError(f"setting {setting}: cannot listen on {address[0]} port {port} "
-                                      f"({exc.strerror}; setting http_host is {host!r})") from None
+                                      f"({exc.strerror})") from None
 
 
 class ClientDaemon:
