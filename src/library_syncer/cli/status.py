@@ -45,7 +45,8 @@ def tls_check(url: str, s: Settings) -> ssl.SSLContext | bool | None:
 
     The site's own certificate file when it has one and the URL is this host's: trusted as it is
     (its name is the public host name, not 127.0.0.1, so the name is not checked).  Other loopback
-    URLs (Caddy's ACME certificate): not checked, nothing leaves the host.  Else: normal checks.
+    URLs (Caddy's ACME certificate, or a certificate file this user cannot read): not checked,
+    nothing leaves the host.  Else: normal checks.
     """
     parts = urlsplit(url)
     if parts.scheme != "https":
@@ -56,6 +57,8 @@ def tls_check(url: str, s: Settings) -> ssl.SSLContext | bool | None:
         try:
             ctx = ssl.create_default_context(cafile=str(files[0]))
         except (OSError, ssl.SSLError) as exc:
+            if loopback:
+                return False
             raise ConfigError(f"setting tls_cert: cannot use certificate {files[0]} to check the client "
                               f"({getattr(exc, 'strerror', None) or exc})") from None
         ctx.check_hostname = False
