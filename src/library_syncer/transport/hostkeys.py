@@ -103,8 +103,9 @@ def pin_host_key(
         where = f"setting sync_known_hosts: file {known_hosts}"
         read_known_hosts(known_hosts, where)
         if not has_host_key(known_hosts, peer, port):
-            raise ConfigError(f"{where} has no host key for {host_pattern(peer, port)} "
-                              f"(add the line 'library-syncer server --print-host-key' prints)")
+            raise ConfigError(f"{where} has no host key for {host_pattern(peer, port)} (add a line "
+                              f"'{host_pattern(peer, port)} KEY' with the KEY 'library-syncer server "
+                              f"--print-host-key' prints)")
         return HostKeyPin(known_hosts, "yes", "sync_known_hosts")
     ensure_state_dir(state_dir)
     if host_key:
@@ -207,7 +208,7 @@ def first_use(pin: HostKeyPin, peer: str, port: int, *, timeout: int = 30) -> No
         raise ConfigError(f"setting state_dir: cannot write {pin.known_hosts} ({exc.strerror})") from None
     log.info("trust on first use: pinned the host key of %s in %s: %s (check it with "
              "'library-syncer server --print-host-key | ssh-keygen -lf -' at the server)",
-                name, pin.known_hosts, ", ".join(fingerprints("".join(lines))))
+             name, pin.known_hosts, ", ".join(fingerprints("".join(lines))))
 
 
 def ensure_state_dir(path: Path) -> None:
