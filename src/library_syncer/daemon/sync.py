@@ -27,6 +27,8 @@ from ..publish.generations import Layout
 from ..transport import rsync as rs
 from ..transport import ssh
 from ..transport.exitcodes import Outcome, classify
+from ..vcsp.manifest import read_published, update_manifest
+from .guard import delete_guard, publish_guard
 from .proc import TERMINATE_GRACE_SECONDS, RunLock, RunLock as _Lock, run as _run  # noqa: F401 (re-exported)
 from .schedule import next_retry_delay
 
@@ -70,9 +72,11 @@ Event = Any  # Phase | AttemptStarted | RetryScheduled | rs.FileChange | rs.Prog
 class SyncResult:
     """The outcome of one sync run (shown on the status page and by ``library-syncer sync``).
 
-    ``kind``: ok, config (bad setting), busy (another run holds the lock), guard
-    (delete guard refused), fatal (not retryable), gave-up (retry deadline passed),
-    stopped (asked to stop), error (unexpected failure).
+    ``kind``: ok, degraded (published, but some items were held back at their last
+    good version: ``held_back`` maps each to the reason), config (bad setting), busy
+    (another run holds the lock), guard (delete guard refused), fatal (not retryable),
+    gave-up (retry deadline passed), stopped (asked to stop), error (unexpected failure).
+    ``ok`` is True for ok and degraded: something good is published.
     """
 
     ok: bool
@@ -92,6 +96,7 @@ class SyncResult:
     library_bytes: int = 0
     library_version: int | None = None
     problems: list[str] = field(default_factory=list)
+    held_back: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
 
     @property
@@ -108,9 +113,11 @@ class SyncResult:
         if not self.ok:
             return self.reason
         published = f"published generation {self.generation}" if self.generation else "nothing changed"
+        held = (f"; DEGRADED: {len(self.held_back)} item(s) held back at their last good version "
+                f"({_held_back_text(self.held_back)})" if self.held_back else "")
         return (f"{published}; {self.files_changed} files changed, {self.files_deleted} deleted; "
                 f"{human_bytes(self.wire_bytes)} on the wire in {self.duration:.1f}s, "
-                f"{self.attempts} attempt(s); {self.items} items, {human_bytes(self.library_bytes)}")
+                f"{self.attempts} attempt(s); {self.items} items, {human_bytes(self.library_bytes)}{held}")
 
     def to_dict(self) -> dict:
         """JSON-ready form (times as ISO 8601)."""
@@ -122,6 +129,11 @@ class SyncResult:
         return data
 
 
+def _held_back_text(held_back: dict[str, str], limit: int = 3) -> str:
+    parts = [f"{folder}: {why}" for folder, why in sorted(held_back.items())[:limit]]
+    return "; ".join(parts) + ("; ..." if len(held_back) > limit else "")
+
+
 def human_bytes(n: float) -> str:
     """Bytes in binary units, e.g. ``1.5 MiB``."""
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -131,28 +143,7 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-# --- pure decisions --------------------------------------------------------------------
-
-
-def delete_guard(published: set[str], source: set[str], max_share: float, allow: bool) -> str | None:
-    """Why a sync must be refused (as one line), or None.
-
-    Refused when it would remove all published items, or more than ``max_share`` of
-    them, unless ``allow`` (SYNC_ALLOW_MASS_DELETE).
-    """
-    if allow or not published:
-        return None
-    removed = published - source
-    if not removed:
-        return None
-    share = len(removed) / len(published)
-    if len(removed) == len(published) or share > max_share:
-        what = "all" if len(removed) == len(published) else f"{len(removed)} of {len(published)}"
-        example = ", ".join(sorted(removed)[:3]) + (", ..." if len(removed) > 3 else "")
-        return (f"delete guard: the source no longer has {what} published items ({example}); "
-                f"the limit is {max_share:.0%} (setting sync_delete_guard). Is the library at the server "
-                f"mounted? Set SYNC_ALLOW_MASS_DELETE=true for one run to accept the deletion")
-    return None
+# --- pure decisions (the guard rules are in guard.py) -----------------------------------
 
 
 def source_items(entries: list[rs.ListEntry]) -> set[str]:
@@ -328,6 +319,7 @@ class _Run:
         lay.staging.mkdir(parents=True, exist_ok=True)
         clock = time.monotonic()
         listed = False
+        self.cleaned_up = False
         while True:
             if self.stopped():
                 return self.finish(False, "stopped", "sync stopped before it finished; the next run resumes")
@@ -350,6 +342,14 @@ class _Run:
                     continue
                 if outcome.ok:
                     break
+            if outcome.kind == "disk-full" and not self.cleaned_up:
+                # Free what can go (old generations no reader holds), then try once more at once.
+                self.cleaned_up = True
+                freed = self.free_space()
+                log.warning("attempt %d: %s; removed old generations %s, retrying once",
+                            self.result.attempts, outcome.message, freed or "(none to remove)")
+                self.emit(RetryScheduled(self.result.attempts, 0.0, outcome.message))
+                continue
             if not outcome.retryable:
                 return self.finish(False, "fatal", self.explain(outcome))
             delay = next_retry_delay(self.result.attempts, time.monotonic() - clock, s.sync_retry_deadline,
@@ -365,45 +365,61 @@ class _Run:
                 time.sleep(delay)
         return self.complete()
 
-    def complete(self) -> SyncResult:
-        from ..vcsp.manifest import update_manifest
+    def free_space(self) -> list[int]:
+        """Disk full: remove retired generations now (never the current or previous one, nor one a
+        subscriber still reads); returns their numbers."""
+        try:
+            return generations.prune(self.plan.layout.library, 0.0, lease_grace=self.s.generation_grace_seconds)
+        except OSError as exc:
+            log.warning("%s", _os_reason("removing old generations failed", exc))
+            return []
 
-        lay, r = self.plan.layout, self.result
+    def complete(self) -> SyncResult:
+        lay, r, s = self.plan.layout, self.result, self.s
         self.emit(Phase("cleanup"))
         emptied = remove_empty_items(lay.staging)
         if emptied:
             log.info("removed item folders left empty: %s", ", ".join(emptied))
             self.any_change = True
-        # Second brake: the source may have lost items between the listing and the transfer.
-        staged = {e.name for e in os.scandir(lay.staging) if e.is_dir(follow_symlinks=False)
-                  and not e.name.startswith(".")}
-        refusal = delete_guard(self.published, staged, self.s.sync_delete_guard, self.s.sync_allow_mass_delete)
-        if refusal:
-            return self.finish(False, "guard", refusal.replace("delete guard:", "delete guard (after the transfer):", 1))
+        # Second brake, on what would be published: counts items removed at the source (also
+        # while the transfer ran), left out by validation and filtered.
+        served = read_published(generations.current_root(lay.library))
+        listed = set(served.listed)
+
+        def approve(draft):
+            refusal = publish_guard(listed, draft, s.sync_delete_guard, s.sync_allow_mass_delete)
+            return refusal and refusal.replace("delete guard:", "delete guard (after the transfer):", 1)
+
         self.emit(Phase("manifest"))
         try:
-            report = update_manifest(lay.staging, self.s.library_name)
+            report = update_manifest(lay.staging, s.library_name, published=served, approve=approve)
         except UserError as exc:
             return self.finish(False, "fatal", f"manifest: {exc}")
+        r.problems = list(report.problems)
+        r.held_back = dict(report.held_back)
+        if report.refused:
+            return self.finish(False, "guard", report.refused)
         r.items = len(report.items)
         r.library_bytes = sum(i.size for i in report.items)
         r.library_version = report.library_version
-        r.problems = list(report.problems)
         for problem in report.problems:
             log.warning("item left out of the manifest: %s", problem)
-        if self.needs_publish(report.changed):
+        if self.needs_publish(report.changed or report.files_written > 0):
             self.emit(Phase("publish"))
             try:
-                r.generation = generations.publish(lay.library)
+                r.generation = generations.publish(lay.library, keep=set(report.held_back))
             except OSError as exc:
                 return self.finish(False, "fatal", _os_reason("publishing failed", exc))
             except UserError as exc:
                 return self.finish(False, "fatal", str(exc))
         self.emit(Phase("prune"))
         try:
-            generations.prune(lay.library, self.s.generation_grace_seconds)
+            generations.prune(lay.library, s.generation_grace_seconds)
         except OSError as exc:
             log.warning("%s", _os_reason("removing old generations failed", exc))
+        if r.held_back:
+            return self.finish(True, "degraded", f"{len(r.held_back)} item(s) held back at their last good "
+                               f"version: {_held_back_text(r.held_back)}")
         return self.finish(True, "ok", "")
 
     def needs_publish(self, manifest_changed: bool) -> bool:

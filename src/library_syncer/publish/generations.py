@@ -235,9 +235,11 @@ def retired_at(library: Path, number: int) -> float | None:
     return Layout(library).generation(later[0]).stat().st_mtime
 
 
-def prune(library: Path, grace_seconds: float, *, now: float | None = None) -> list[int]:
-    """Remove old generations: never the current and the previous one; others once retired, and not
-    read by a pinned subscriber (see ``pins``), for the grace period.
+def prune(library: Path, grace_seconds: float, *, now: float | None = None,
+          lease_grace: float | None = None) -> list[int]:
+    """Remove old generations: never the current and the previous one; others once retired for
+    ``grace_seconds`` and not read by a pinned subscriber (see ``pins``) within ``lease_grace``
+    (default: the same grace).
 
     Leftovers of an interrupted publication (temporary folders, generations newer
     than the current one) are removed too.  Returns the numbers removed.
@@ -256,7 +258,8 @@ def prune(library: Path, grace_seconds: float, *, now: float | None = None) -> l
             continue
         if n < current:
             retired = retired_at(library, n)
-            if retired is None or now - retired < grace_seconds or leased(library, n, grace_seconds, now):
+            lease_for = grace_seconds if lease_grace is None else lease_grace
+            if retired is None or now - retired < grace_seconds or leased(library, n, lease_for, now):
                 continue
         shutil.rmtree(lay.generation(n), ignore_errors=True)
         removed.append(n)
