@@ -26,6 +26,7 @@ main{padding:0 clamp(1rem,3vw,3rem) 2rem}
 .ok{background:var(--ok)}.bad{background:var(--bad)}.warn{background:var(--warn)}.run{background:#0969da}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(17rem,1fr));gap:1rem;margin:1rem 0}
 .card{border:1px solid var(--line);border-radius:.5rem;padding:.8rem 1rem}
+.card.wide{grid-column:1/-1}
 .card h2{margin:0 0 .4rem;font-size:1rem;color:var(--mut);text-transform:uppercase;letter-spacing:.04em}
 dl{margin:0;display:grid;grid-template-columns:auto 1fr;gap:.15rem .8rem}
 dt{color:var(--mut)}dd{margin:0;overflow-wrap:anywhere}
@@ -86,6 +87,8 @@ def _dl(rows: Iterable[tuple[str, str]]) -> str:
 def _result_badge(run: dict | None) -> str:
     if run is None:
         return '<span class="badge warn">no sync yet</span>'
+    if run.get("kind") == "degraded":
+        return '<span class="badge warn">degraded</span>'
     return '<span class="badge ok">ok</span>' if run["ok"] else f'<span class="badge bad">{escape(run["kind"])}</span>'
 
 
@@ -116,7 +119,7 @@ def render_status(st: dict[str, Any]) -> str:
     if last:
         last_card = _dl([
             ("Result", _result_badge(last) + (f' <span class="err">{escape(last["reason"])}</span>'
-                                              if not last["ok"] else "")),
+                                              if last["reason"] else "")),
             ("Run", f"<code>{escape(str(last.get('run_id') or '—'))}</code>"),
             ("Started", _time(last["started"], now)),
             ("Took", escape(f"{last['duration_seconds']:.0f} s, {last['attempts']} attempt(s)")),
@@ -133,8 +136,18 @@ def render_status(st: dict[str, Any]) -> str:
         ("Primary", escape(st.get("peer") or "—")),
     ])
 
+    held = st.get("held_back") or {}
+    held_card = (
+        '<section class="card wide"><h2>Held back</h2><p class="err">These items failed validation at the '
+        'primary; the site keeps publishing their last good version.</p><ul>'
+        + "".join(f"<li><b>{escape(folder)}</b>: {escape(why)}</li>" for folder, why in sorted(held.items()))
+        + "</ul></section>"
+    ) if held else ""
+    held_tag = ' <span class="badge warn">held back</span>'
+
     items = "".join(
-        f"<tr><td>{escape(str(i['name']))}</td><td>{escape(str(i['type']).removeprefix('vcsp.'))}</td>"
+        f"<tr><td>{escape(str(i['name']))}{held_tag if i.get('folder') in held else ''}</td>"
+        f"<td>{escape(str(i['type']).removeprefix('vcsp.'))}</td>"
         f"<td class=num>{escape(human_bytes(i['size']))}</td><td class=num>{escape(str(i['version']))}</td>"
         f"<td>{_time(i['changed'], now)}</td></tr>"
         for i in (pub["items"] if pub else [])
@@ -159,6 +172,7 @@ def render_status(st: dict[str, Any]) -> str:
 <section class="card"><h2>Published</h2>{published_card}</section>
 <section class="card"><h2>Last sync</h2>{last_card}</section>
 <section class="card"><h2>Schedule</h2>{schedule_card}</section>
+{held_card}
 </div>
 <h2 class="section">Items</h2>
 <div class="scroll"><table><thead><tr><th>Name</th><th>Type</th><th>Size</th><th>Version</th><th>Changed</th></tr></thead>
