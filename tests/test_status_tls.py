@@ -60,3 +60,30 @@ def test_status_asks_the_status_port_when_one_is_set(tmp_path):
                            90, "the status on the status port")
             assert json.loads(r.stdout)["site"] == "Library"
             assert site.stop() == 0
+
+
+def test_status_asks_caddys_https_port_with_automatic_https(tmp_path):
+    from deploy.acme import Pebble
+
+    require_tool("caddy", "caddy")
+    https_port, http_port = free_port(), free_port()
+    pebble = Pebble(tmp_path / "pebble", http_port=http_port, tls_port=https_port).start()
+    try:
+        source = tmp_path / "primary"
+        (source / "Alpha").mkdir(parents=True)
+        (source / "Alpha" / "a.iso").write_bytes(b"a")
+        env = dict(TLS_NAME="branch.library.test", SYNCER_HTTPS_PORT=str(https_port),
+                   SYNCER_ACME_HTTP_PORT=str(http_port), SYNCER_ACME_CA=pebble.directory,
+                   SYNCER_ACME_CA_ROOT=str(pebble.ca_root), SYNCER_CERTS_DIR=str(tmp_path / "certs"),
+                   LIBRARY_NAME="Branch ACME")
+        with running_server(tmp_path, source) as srv, running_client(tmp_path, srv, **env) as site:
+            def answered():
+                assert site.proc.poll() is None, site.log_text()
+                r = cli("status", "--json", env=site.env, timeout=60)
+                return r if r.returncode == 0 and json.loads(r.stdout)["published"] else None
+
+            r = wait_until(answered, 120, "the status through Caddy's HTTPS port")
+            assert json.loads(r.stdout)["site"] == "Branch ACME"
+            assert site.stop() == 0
+    finally:
+        pebble.stop()
