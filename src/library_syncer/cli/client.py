@@ -32,11 +32,12 @@ def command(**values) -> None:
     http(s)://HOST:PORT/lib.json. With TLS_NAME and no certificate files, Caddy
     serves HTTPS in front with an automatic ACME certificate.
     """
-    from ..daemon.client import ClientDaemon
+    from ..daemon.client import ClientDaemon, check_start
 
     settings = settings_from(click.get_current_context(), values)
     if not settings.sync_peer:
         raise ConfigError("setting sync_peer (SYNC_PEER / --sync-peer) is required for the client")
+    check_start(settings)  # one line naming the setting, before anything starts
     daemon = ClientDaemon(settings)
 
     def started(urls: list[str]) -> None:

@@ -71,6 +71,14 @@ def served_root(settings: Settings) -> GenerationPins:
     return GenerationPins(settings.library, settings.generation_grace_seconds, fallback=empty)
 
 
+def check_start(settings: Settings) -> None:
+    """The start-up checks, before anything starts: ConfigError (one line naming the setting) for a library
+    folder that cannot be used, an unusable host-key file or a web port that cannot be bound."""
+    prepare(settings, startup=True)  # no network; the site key may be installed later
+    acme = bool(settings.tls_name) and not settings.tls_files()
+    check_ports(settings.http_host, listen_ports(settings, acme=acme))
+
+
 def listen_ports(settings: Settings, *, acme: bool) -> list[tuple[str, int]]:
     """(setting, port) of every TCP port the site's web servers (or Caddy in front) listen on."""
     s = settings
@@ -363,13 +371,11 @@ class ClientDaemon:
         return False
 
     async def run(self, *, on_started: Callable[[list[str]], None] | None = None) -> None:
-        """Check the settings (one-line ConfigError), listen, then sync and schedule until SIGTERM/SIGINT.
+        """Listen, then sync and schedule until SIGTERM/SIGINT (call :func:`check_start` first).
 
         No sync starts before every web server listens, so a port in use is the one error shown.
         """
         s = self.settings
-        await asyncio.to_thread(prepare, s, startup=True)  # library and host-key files, no network
-        check_ports(s.http_host, listen_ports(s, acme=self.acme))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig.name)
