@@ -146,3 +146,9 @@ def test_trust_on_first_use_logs_the_fingerprint_once_when_pinned(tmp_path):
 def test_a_web_address_that_is_not_this_hosts(tmp_path):
     r = cli("client", env=_site_env(tmp_path, SYNCER_HTTP_HOST="192.0.2.1"), timeout=60)  # TEST-NET-1: bind only
     _one_line(r, "setting http_host: cannot listen on 192.0.2.1, not an address of this host")
+
+
+def test_a_state_folder_that_is_a_file(tmp_path):
+    (tmp_path / "statefile").write_text("")
+    r = cli("client", env=_site_env(tmp_path, SYNCER_STATE_DIR=str(tmp_path / "statefile")), timeout=60)
+    _one_line(r, "setting state_dir: cannot create folder", "statefile")
