@@ -86,7 +86,7 @@ def listen_ports(settings: Settings, *, acme: bool) -> list[tuple[str, int]]:
         ports = [("https_port" if s.https_port else "http_port", s.https_port or s.http_port),
                  ("acme_http_port", s.acme_http_port)]
     elif s.tls_files() and s.https_port:
-        ports = [("https_port", s.https_port)]
+        ports = [("https_port", s.https_port)] + ([("http_port", s.http_port)] if s.http_port != s.https_port else [])
     else:
         ports = [("http_port", s.http_port)]
     return ports + ([("status_port", s.status_port)] if s.status_port else [])
@@ -405,7 +405,16 @@ class ClientDaemon:
                 f"settings http_host/{port_setting}", library, s.http_host,
                 s.https_port if tls and s.https_port else s.http_port, listening[0], on_started,
                 ssl_context=ssl_context, shutdown_grace=s.shutdown_grace_seconds, cut_event=self._cut,
+                public_name=s.tls_name if tls else None,
             ))]
+            if tls and s.https_port and s.https_port != s.http_port:  # plain HTTP redirects, as Caddy did
+                from ..web.redirect import redirect_app
+
+                listening.append(asyncio.Event())
+                servers.append(asyncio.create_task(self._serve(
+                    "settings http_host/http_port", redirect_app(s.tls_name, s.https_port), s.http_host,
+                    s.http_port, listening[-1], shutdown_grace=1, announce=False,
+                )))
         if status_app is not None:
             listening.append(asyncio.Event())
             servers.append(asyncio.create_task(self._serve(

@@ -40,6 +40,7 @@ from . import sessions
 from ..web.fleet import make_fleet_app, start_fleet_server
 from ..web.rules import is_loopback
 from .fleet import Fleet, established_peers
+from .proc import guarded
 
 log = logging.getLogger("library_syncer.server")
 sshd_log = logging.getLogger("library_syncer.sshd")
@@ -405,8 +406,8 @@ async def _run_sshd(plan: ServerPlan, fleet: Fleet, stop: asyncio.Event, reload:
     while True:
         started = time.monotonic()
         fleet.sshd_started()
-        proc = subprocess.Popen(
-            [plan.tools.sshd, "-D", "-e", "-f", str(plan.config_file)],
+        proc = subprocess.Popen(  # killed if this process is (kill -9): a restart finds the port free
+            guarded([plan.tools.sshd, "-D", "-e", "-f", str(plan.config_file)]),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_sshd_env(),
         )
         # Sessions inherit sshd's stderr, so the pipe may outlive sshd: a thread folds its

@@ -77,6 +77,8 @@ async def serve_app(
     unix_path: str | None = None,
     cut_event: asyncio.Event | None = None,
     limits: HttpLimits | None = None,
+    public_name: str | None = None,
+    announce: bool = True,
 ) -> None:
     """Serve ``app`` on host:port (or the unix socket ``unix_path``) until SIGTERM/SIGINT (if
     ``handle_signals``) or ``stop_event``.
@@ -86,6 +88,8 @@ async def serve_app(
     picks a free port, shown in the URLs; a unix socket gives no URL).  Setting ``cut_event``
     during the graceful stop cuts the running downloads (a second SIGTERM does the same when
     ``handle_signals``).  ``limits``: timeouts and connection caps (default: HttpLimits()).
+    ``public_name`` (TLS_NAME) is shown in the subscription URL instead of the host name;
+    ``announce=False`` logs no subscription URL (a port that only redirects).
     """
     limits = limits or HttpLimits()
     stop = stop_event if stop_event is not None else asyncio.Event()
@@ -120,8 +124,12 @@ async def serve_app(
         else:
             bound_port = server.sockets[0].getsockname()[1] if server.sockets else port
             guard.where = host_port(host, bound_port)
-            urls = subscription_urls(host, bound_port, tls=ssl_context is not None, hostname=socket.gethostname())
-            log.info("serving on %s; subscription URL: %s", guard.where, " ".join(urls))
+            urls = subscription_urls(host, bound_port, tls=ssl_context is not None,
+                                     hostname=public_name or socket.gethostname())
+            if announce:
+                log.info("serving on %s; subscription URL: %s", guard.where, " ".join(urls))
+            else:
+                log.info("serving on %s", guard.where)
         if on_started is not None:
             on_started(urls)
         if handle_signals:
