@@ -119,8 +119,13 @@ def vm(base_tree, tmp_path_factory):
 
 
 def test_client_unit_syncs_from_the_server_unit_and_publishes(vm, tmp_path):
-    wait_until(lambda: (vm.machine.tree / "srv/library-syncer/mirror/current/lib.json").exists(), 120,
-               "the client unit to publish lib.json")
+    published = vm.machine.tree / "srv/library-syncer/mirror/current/lib.json"
+    deadline = time.monotonic() + 120
+    while not published.exists():
+        if time.monotonic() > deadline:
+            pytest.fail("the client unit published no lib.json in 120 s; journals:\n"
+                        + vm.journal(CLIENT)[-1500:] + "\n" + vm.journal(SERVER)[-1500:])
+        time.sleep(0.2)
     read = vm.fetch(tmp_path)
     assert read[0] == "/lib.json" and len(read) > 8
     same_files(vm.library, tmp_path)
