@@ -12,6 +12,7 @@ their SHA256 fingerprints (the form sshd logs on ``Accepted publickey``).
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import re
@@ -250,13 +251,18 @@ def ensure_host_keys(state_dir: Path, keygen: str = "ssh-keygen") -> list[Path]:
     except OSError as exc:
         raise ConfigError(f"setting state_dir: cannot create folder {folder} ({exc.strerror})") from None
     paths = []
-    for kind in HOST_KEY_TYPES:
-        path = folder / f"ssh_host_{kind}_key"
-        if not path.exists() or not Path(f"{path}.pub").exists():
-            for p in (path, Path(f"{path}.pub")):
-                p.unlink(missing_ok=True)
-            generate_keypair(path, "library-syncer host key", kind, keygen)
-        paths.append(path)
+    lock = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:  # two starts at once (a unit's first start and --print-host-key) make the keys once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for kind in HOST_KEY_TYPES:
+            path = folder / f"ssh_host_{kind}_key"
+            if not path.exists() or not Path(f"{path}.pub").exists():
+                for p in (path, Path(f"{path}.pub")):
+                    p.unlink(missing_ok=True)
+                generate_keypair(path, "library-syncer host key", kind, keygen)
+            paths.append(path)
+    finally:
+        os.close(lock)
     return paths
 
 
