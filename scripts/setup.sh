@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(rsync openssh-server openssh-client openssl bsdutils passwd iproute2 nftables curl
               caddy pebble chromium fonts-dejavu-core systemd
               # the deployment tests: build and run the images, boot the units under systemd-nspawn
-              podman buildah runc conmon netavark aardvark-dns iptables slirp4netns podman-compose
+              podman buildah runc conmon netavark aardvark-dns iptables podman-compose
               debootstrap systemd-container util-linux ca-certificates)
 
 missing=()
