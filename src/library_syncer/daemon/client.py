@@ -149,7 +149,8 @@ class ClientDaemon:
 
     def metrics(self) -> bytes:
         """The Prometheus text, library gauges refreshed (reads files: call from a worker thread)."""
-        self.metrics_.observe_published(st.published_library(self.settings.library))
+        self.metrics_.observe_published(st.published_library(self.settings.library),
+                                        len(st.held_back_now(self.state.history)))
         return self.metrics_.render()
 
     def start_sync(self, trigger: str) -> tuple[bool, str]:
@@ -186,7 +187,9 @@ class ClientDaemon:
             self._tasks.pop(run_id, None)
             self.metrics_.running.set(0)
             self.metrics_.observe_sync(result)
-            if result.ok:
+            if result.kind == "degraded":
+                log.warning("sync %s degraded: %s", run_id, result.summary())
+            elif result.ok:
                 log.info("sync %s succeeded: %s", run_id, result.summary())
             else:
                 log.error("sync %s failed: %s", run_id, result.reason)
