@@ -290,7 +290,7 @@ class SyncServer:
                 "--library", str(library), "--state-dir", str(state_dir), "--generation-grace-seconds", "0"]
 
     def settings(self, library: Path, state_dir: Path):
-        """Client settings for :func:`library_syncer.daemon.sync.run_sync`."""
+        """Client settings for :func:`library_syncer.sync.run.run_sync`."""
         from library_syncer.config import load_settings
 
         return load_settings(sync_peer="127.0.0.1", sync_port=self.port, sync_user=_user(), sync_key=self.key,

@@ -55,7 +55,7 @@ def main() -> None:
     size = args.size or (b.parse_size("64M") if args.quick else b.GiB)
     size -= size % PAGE
     rng = random.Random(args.seed)
-    from library_syncer.daemon.sync import run_sync
+    from library_syncer.sync.run import run_sync
 
     with b.workdir(args.dir, "delta-bench-") as work:
         source = work / "source"

@@ -57,7 +57,7 @@ def round_of(server: b.SyncServer, sites: list[Path]) -> tuple[float, float, flo
 
 def site_main(port: str, key: str, known_hosts: str, library: str, state: str) -> None:
     """One site's sync (a child process of this benchmark); exit 1 with the reason on failure."""
-    from library_syncer.daemon.sync import run_sync
+    from library_syncer.sync.run import run_sync
 
     server = b.SyncServer(None, int(port), Path(key), Path(known_hosts), Path())  # type: ignore[arg-type]
     result = run_sync(server.settings(Path(library), Path(state)))

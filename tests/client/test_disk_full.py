@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from library_syncer.daemon.sync import run_sync
+from library_syncer.sync.run import run_sync
 from library_syncer.publish import generations as gen
 from library_syncer.config import load_settings
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from library_syncer.daemon import proc
+from library_syncer.util import proc
 from library_syncer.publish import generations as gen
 from library_syncer.transport import rsync as rs
 from server_fixture import running_server

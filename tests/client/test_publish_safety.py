@@ -11,14 +11,14 @@ import os
 from datetime import datetime, timezone
 from pathlib import Path
 
-from library_syncer.daemon import status as st
-from library_syncer.daemon.guard import publish_guard
-from library_syncer.daemon.metrics import ClientMetrics
-from library_syncer.daemon.sync import SyncResult, run_sync
+from library_syncer.roles import site_status as st
+from library_syncer.sync.guard import publish_guard
+from library_syncer.roles.site_metrics import ClientMetrics
+from library_syncer.sync.run import SyncResult, run_sync
 from library_syncer.publish import generations as gen
 from library_syncer.vcsp.check import check_manifest
 from library_syncer.vcsp.manifest import Draft
-from library_syncer.web.status_page import render_status
+from library_syncer.web.pages.site import render_status
 from support import cli
 from client.test_sync_local import settings
 from vcsp.helpers import put, template

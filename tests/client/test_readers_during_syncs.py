@@ -9,7 +9,7 @@ import urllib.parse
 import requests
 
 from library_syncer.config import load_settings
-from library_syncer.daemon.sync import run_sync
+from library_syncer.sync.run import run_sync
 from support import cli_popen, free_port, wait_port
 
 

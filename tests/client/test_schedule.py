@@ -6,7 +6,7 @@ import random
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-from library_syncer.daemon.schedule import backoff, backoff_delays, next_retry_delay, next_run, random_delay
+from library_syncer.sync.schedule import backoff, backoff_delays, next_retry_delay, next_run, random_delay
 
 UTC = timezone.utc
 

@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 from aiohttp import encode_basic_auth
 
 from library_syncer import logs
-from library_syncer.daemon import status as st
-from library_syncer.daemon.metrics import ClientMetrics
-from library_syncer.daemon.sync import SyncResult
+from library_syncer.roles import site_status as st
+from library_syncer.roles.site_metrics import ClientMetrics
+from library_syncer.sync.run import SyncResult
 from library_syncer.web.rules import check_admin_token, status_access
-from library_syncer.web.status_page import render_status
+from library_syncer.web.pages.site import render_status
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc)
 

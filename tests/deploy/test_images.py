@@ -173,18 +173,28 @@ def test_sigterm_stops_both_cleanly(site):
     assert "web server stopped" in site.log(site.client_name)
 
 
-def test_a_migrated_original_server_compose_file_works(engine, tmp_path):
-    """Only the original's environment and volumes (no state volume, no fleet port set): health
-    check and a sync still work, through the variables the image sets."""
-    (tmp_path / "ssh").mkdir()
+def test_migrated_original_setups_work_with_podman_run(engine, tmp_path):
+    """A server and a client started with ``podman run`` and only the original compose files'
+    environment and volumes (no state volume, no fleet port): health checks, a read-only sync
+    by hand, and the client's own sync, published over HTTPS, all through what the images set."""
+    engine.ns("ip", "addr", "replace", f"{PEER}/32", "dev", "lo")
+    for d in ("ssh", "site/ssh", "site/library", "site/certs"):
+        (tmp_path / d).mkdir(parents=True)
     make_sample_library(tmp_path / "library", disk_size=1000)
     r = cli("keys", "new", "site-b", "--out", tmp_path / "keys")
     assert r.returncode == 0, r.stderr
     (tmp_path / "ssh/id_syncer.pub").write_bytes((tmp_path / "keys/site-b.pub").read_bytes())
+    (tmp_path / "site/ssh/id_syncer").write_bytes((tmp_path / "keys/site-b").read_bytes())
+    (tmp_path / "site/ssh/id_syncer").chmod(0o600)
+    cert = make_cert(tmp_path / "site/certs", TLS_NAME)
     engine.podman("run", "-d", "--name", "migrated-server", "--restart", "unless-stopped",
-                  "-p", "127.0.0.1:2322:22", "-e", "TZ=UTC", "-e", "SYNCER_UID=31337",
+                  "-p", "2322:22", "-e", "TZ=UTC", "-e", "SYNCER_UID=31337",
                   "-v", f"{tmp_path}/ssh:/home/syncer/.ssh", "-v", f"{tmp_path}/library:/syncer/library",
                   "library-syncer-server:latest")
+    client_env = {"TZ": "UTC", "SYNC_PEER": PEER, "SYNC_PORT": "2322", "SYNC_SCHEDULE": "0 21 * * 5",
+                  "SYNC_DELAY": "true", "SYNC_DELAY_MAX_SECONDS": "21600", "SYNC_MAX_BW": "0",
+                  "TLS_NAME": TLS_NAME, "TLS_CUSTOM_CERT": "true", "LIBRARY_NAME": "Library",
+                  "LIBRARY_BROWSE": "true"}
     try:
         wait_until(lambda: healthy(engine, "migrated-server"), 60, "the migrated server's health check")
         dest = tmp_path / "copy"
@@ -192,12 +202,21 @@ def test_a_migrated_original_server_compose_file_works(engine, tmp_path):
                f"-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null")
         engine.ns("rsync", "-a", "-e", ssh, "syncer@127.0.0.1:./", f"{dest}/")
         same_files(tmp_path / "library", dest)
-        # read-only: an upload is refused
         r = engine.ns("rsync", "-a", "-e", ssh, str(tmp_path / "keys/site-b.pub"), "syncer@127.0.0.1:./x",
                       check=False)
-        assert r.returncode != 0
+        assert r.returncode != 0  # read-only: an upload is refused
+        engine.podman("run", "-d", "--name", "migrated-client", "--restart", "unless-stopped",
+                      "-p", "2080:80/tcp", "-p", "2443:443/tcp",
+                      *(a for k, v in client_env.items() for a in ("-e", f"{k}={v}")),
+                      "-v", f"{tmp_path}/site/ssh:/syncer/.ssh", "-v", f"{tmp_path}/site/library:/syncer/library",
+                      "-v", f"{tmp_path}/site/certs:/etc/caddycerts", "library-syncer-client:latest")
+        wait_until(lambda: (tmp_path / "site/library/current/lib.json").exists(), 120,
+                   "the migrated client to publish lib.json")
+        assert healthy(engine, "migrated-client")
+        fetch_all(engine, tmp_path / "read", "127.0.0.1:2443", TLS_NAME, str(cert))
+        same_files(tmp_path / "library", tmp_path / "read")
     finally:
-        engine.podman("rm", "-f", "-t", "5", "migrated-server", check=False)
+        engine.podman("rm", "-f", "-t", "5", "migrated-client", "migrated-server", check=False)
 
 
 def test_build_context_is_filtered_for_every_builder(engine, tmp_path):

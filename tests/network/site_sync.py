@@ -15,7 +15,7 @@ import sys
 import time
 
 from library_syncer.config import load_settings
-from library_syncer.daemon.sync import AttemptStarted, Phase, RetryScheduled, run_sync
+from library_syncer.sync.run import AttemptStarted, Phase, RetryScheduled, run_sync
 from library_syncer.transport.rsync import Progress, RsyncStats
 
 

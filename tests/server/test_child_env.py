@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from client_fixture import running_client
-from library_syncer.childenv import child_environ, secret_env_names
+from library_syncer.util.childenv import child_environ, secret_env_names
 from library_syncer.transport import rsync as rs
 from library_syncer.transport.sshd import SESSION_MARKER_VAR, session_marker
 from server_fixture import running_server

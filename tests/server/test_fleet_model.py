@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from library_syncer.daemon.fleet import Fleet, established_peers, parse_line
+from library_syncer.fleet.model import Fleet, established_peers, parse_line
 
 PARIS, ROME, NICE = "SHA256:AFYiX7fNFlKBzDsC9cXUtDfY7os0gCbeg4+zfZrXuL4", "SHA256:rome", "SHA256:nice"
 STRANGER = "SHA256:UzT0sfB8z34JRl3zih2pQOf5mgAkC/rfRXaH3YYBVtE"

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from browser import artifacts_dir, dump_dom, screenshot, visible_text
-from library_syncer.daemon.fleet import Fleet
-from library_syncer.web.fleet_page import human_age, human_duration, render_fleet_page
+from library_syncer.fleet.model import Fleet
+from library_syncer.web.pages.fleet import human_age, human_duration, render_fleet_page
 
 DAY = 86400
 

@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from browser import dump_dom, screenshot, visible_text
-from library_syncer.daemon.fleet import Fleet
-from library_syncer.web.fleet import make_fleet_app
+from library_syncer.fleet.model import Fleet
+from library_syncer.web.fleet_app import make_fleet_app
 from server_fixture import make_site_key, running_server
 from support import cli, free_port, wait_until
 

@@ -7,8 +7,13 @@ import subprocess
 import time
 from pathlib import Path
 
-from library_syncer.daemon.sessions import (
-    Process, Session, group_sessions, parse_auth_info, parse_environ, unauthorized,
+from library_syncer.transport.sessions import (
+    Process,
+    Session,
+    group_sessions,
+    parse_auth_info,
+    parse_environ,
+    unauthorized,
 )
 from server_fixture import running_server
 from support import require_tool, stop_process, wait_until

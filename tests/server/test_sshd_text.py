@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from library_syncer.daemon.server import parse_rsync_version
+from library_syncer.roles.server import parse_rsync_version
 from library_syncer.errors import ConfigError
 from library_syncer.transport.keys import SiteKey, load_sites_config, parse_public_key_file, site_name_ok
 from library_syncer.transport.sshd import (

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support import cli
 
-from library_syncer.daemon.sync import remove_empty_items
+from library_syncer.sync.run import remove_empty_items
 from library_syncer.publish.generations import link_tree
 from library_syncer.vcsp import update_manifest
 from library_syncer.vcsp.ovf import MAX_MF_BYTES
@@ -180,7 +180,7 @@ def test_publishing_links_a_deep_tree_only_down_to_the_limit(tmp_path: Path, cha
 def test_a_site_sync_publishes_the_rest_and_reports_what_it_left_out(tmp_path: Path, chains):
     """Through the real sync path (rsync into staging, cleanup, manifest, publish)."""
     from library_syncer.config import load_settings
-    from library_syncer.daemon.sync import run_sync
+    from library_syncer.sync.run import run_sync
     from library_syncer.publish import generations as gen
 
     src = tmp_path / "src"

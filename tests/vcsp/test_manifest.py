@@ -273,7 +273,7 @@ def test_full_disk_keeps_the_previous_manifest(tmp_path: Path):
 
 
 def test_second_writer_waits_then_fails(lib: Path):
-    from library_syncer.vcsp.storage import writer_lock
+    from library_syncer.util.fs import writer_lock
 
     update_manifest(lib, "Branch")
     lock = lib / STATE_DIRNAME / "state.json.lock"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from support import cli, cli_popen, free_port, stop_process, wait_until
 from web.helpers import raw_request
 
-from library_syncer.served import MAX_REQUEST_PATH, name_problem, path_problem, printable
+from library_syncer.vcsp.names import MAX_REQUEST_PATH, name_problem, path_problem, printable
 from library_syncer.vcsp import check_manifest, update_manifest
 from library_syncer.vcsp import rules
 from library_syncer.web.rules import split_request_path

@@ -32,7 +32,7 @@ def command(**values) -> None:
     http(s)://HOST:PORT/lib.json. With TLS_NAME and no certificate files, Caddy
     serves HTTPS in front with an automatic ACME certificate.
     """
-    from ..daemon.client import ClientDaemon, check_start
+    from ..roles.client import ClientDaemon, check_start
 
     settings = settings_from(click.get_current_context(), values)
     if not settings.sync_peer:

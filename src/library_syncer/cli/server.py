@@ -25,7 +25,7 @@ def command(print_host_key: bool, **kwargs) -> None:
     Prometheus metrics (/metrics) and health (/healthz); the admin token, when
     set, guards all but /healthz.
     """
-    from ..daemon import server
+    from ..roles import server
 
     settings = settings_from(click.get_current_context(), kwargs)
     if print_host_key:

@@ -20,16 +20,16 @@ import click
 
 from . import setting_options, settings_from
 from ..config import Settings
-from ..daemon.sync import human_bytes
+from ..util.fmt import human_bytes
+from ..util.net import is_wildcard
 from ..errors import ConfigError, OperationFailed
 from ..web.rules import is_loopback
 
-_WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 
 
 def default_base_url(s: Settings) -> str:
     """The client's ``/_syncer/`` URL as seen from its own host (the port and scheme it serves them on)."""
-    host = "127.0.0.1" if s.http_host in _WILDCARDS else s.http_host
+    host = "127.0.0.1" if is_wildcard(s.http_host) else s.http_host
     host = f"[{host}]" if ":" in host else host
     if s.status_port:  # served with the certificate files if any; plain HTTP beside Caddy
         scheme, port = ("https" if s.tls_files() else "http"), s.status_port

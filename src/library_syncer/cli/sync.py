@@ -14,8 +14,9 @@ from pathlib import Path
 import click
 
 from . import setting_options, settings_from
-from ..daemon.events import EventLines
-from ..daemon.sync import Phase, RetryScheduled, SyncResult, human_bytes, prepare, run_sync
+from ..sync.progress import EventLines
+from ..sync.run import Phase, RetryScheduled, SyncResult, prepare, run_sync
+from ..util.fmt import human_bytes
 from ..errors import ConfigError, OperationFailed
 from ..transport.rsync import FileChange, Progress
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
-from ..vcsp.storage import atomic_write
+from ..util.fs import atomic_write
 
 log = logging.getLogger(__name__)
 

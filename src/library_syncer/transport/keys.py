@@ -23,7 +23,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..childenv import child_environ
+from ..util.childenv import child_environ
 from ..errors import ConfigError, OperationFailed
 from .ssh import KEY_TYPES, parse_host_keys
 

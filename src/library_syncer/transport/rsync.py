@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from ..childenv import child_environ
+from ..util.childenv import child_environ
 
 PARTIAL_DIR = ".rsync-partial"
 

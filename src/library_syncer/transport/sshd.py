@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .keys import SiteKey, site_name_ok
+from ..util.net import host_port
 from .ssh import KEY_TYPES
 
 SESSION_MARKER_VAR = "LIBRARY_SYNCER_SERVER"  # set by sshd in every session of this server
@@ -61,10 +62,6 @@ def forced_command(rrsync: str, library: Path) -> str:
     return f"{shlex.quote(rrsync)} -ro {shlex.quote(str(library))}"
 
 
-def _listen(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def render_sshd_config(s: SshdSetup) -> str:
     """The complete ``sshd_config`` text; ValueError when a value would break a line."""
     values = [("host key", str(p)) for p in s.host_keys] + [
@@ -78,7 +75,7 @@ def render_sshd_config(s: SshdSetup) -> str:
     return f"""\
 # Written by library-syncer at every start: edits are lost.
 # The only thing an account can do here is a read-only rsync of the library.
-ListenAddress {_listen(s.listen_host, s.port)}
+ListenAddress {host_port(s.listen_host, s.port)}
 {host_keys}PidFile none
 LogLevel VERBOSE
 UseDNS no

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from .. import served
+from . import names as served
 from . import rules
 from .scan import scan_tree
 from .storage import read_json

@@ -36,11 +36,12 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from ..errors import UserError
-from ..served import printable
+from .names import printable
 from . import check, rules
 from .ovf import descriptors, manifests, needed_algorithms, template_problems
 from .scan import HashCache, scan_tree
-from .storage import atomic_write, fsync_dir, load_state, read_json, save_state, writer_lock
+from ..util.fs import atomic_write, fsync_dir, writer_lock
+from .storage import load_state, read_json, save_state
 
 log = logging.getLogger(__name__)
 

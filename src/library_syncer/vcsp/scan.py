@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import served
-from ..served import printable
+from . import names as served
+from .names import printable
 from .ovf import (
     MAX_DESCRIPTOR_BYTES, MAX_MF_BYTES, MfEntry, TemplateError, parse_mf, parse_ovf_references, too_large,
 )
@@ -29,7 +29,7 @@ RACY_SECONDS = 2.0
 ROOT_MANIFEST_FILES = {"lib.json", "items.json"}
 ITEM_MANIFEST_FILE = "item.json"
 MAX_DEPTH = 64  # folder levels inside an item; deeper items are left out
-# Temporary files of an interrupted atomic write (see storage.atomic_write).
+# Temporary files of an interrupted atomic write (see util.fs.atomic_write).
 _STALE_TMP_RE = re.compile(r"^\.(lib|items|item)\.json\.tmp-\d+$")
 _WHAT = {"ovf": "descriptor", "mf": "manifest"}  # HashCache.parsed kinds, as named in messages
 

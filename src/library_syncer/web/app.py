@@ -25,7 +25,7 @@ from typing import Callable
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
 
-from ..served import RESERVED_SEGMENT, name_problem, path_problem
+from ..vcsp.names import RESERVED_SEGMENT, name_problem, path_problem
 from .rules import (
     Entry,
     check_basic_auth,

@@ -26,10 +26,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..childenv import child_environ
+from ..util.childenv import child_environ
 from ..config import Settings
 from ..errors import ConfigError, OperationFailed
-from .rules import host_port
+from ..util.net import host_port
 from .tls import format_thumbprint
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,8 @@ from urllib.parse import quote, unquote_to_bytes
 
 from aiohttp import BasicAuth
 
-from ..served import name_problem
+from ..vcsp.names import name_problem
+from ..util.net import is_wildcard
 
 LIBRARY_USER = "vcsp"
 REALM = "library-syncer"
@@ -172,15 +173,10 @@ def render_listing(parts: tuple[str, ...], entries: list[Entry]) -> str:
     )
 
 
-def host_port(host: str, port: int) -> str:
-    """``host:port``, with an IPv6 address in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def subscription_urls(host: str, port: int, *, tls: bool, hostname: str) -> list[str]:
     """The ``lib.json`` URL(s) to subscribe to; a wildcard address shows ``hostname`` instead."""
     scheme = "https" if tls else "http"
-    shown = hostname if host in ("", "0.0.0.0", "::", "[::]") else host
+    shown = hostname if is_wildcard(host) else host
     if ":" in shown and not shown.startswith("["):
         shown = f"[{shown}]"
     return [f"{scheme}://{shown}:{port}/lib.json"]

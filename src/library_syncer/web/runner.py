@@ -23,9 +23,10 @@ from aiohttp.abc import AbstractAccessLogger
 
 from ..errors import ConfigError
 from .app import client_address
-from .guard import AcceptErrorFilter, ConnectionGuard, GuardedHandler, release_files, reserve_files
+from .connections import AcceptErrorFilter, ConnectionGuard, GuardedHandler, release_files, reserve_files
 from .limits import HttpLimits
-from .rules import host_port, subscription_urls
+from ..util.net import host_port
+from .rules import subscription_urls
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("library_syncer.web.access")

@@ -16,8 +16,8 @@ from urllib.parse import unquote
 
 from ..errors import OperationFailed
 from ..publish.generations import current_generation, current_root
-from ..vcsp.storage import atomic_write
-from .sync import SyncResult
+from ..util.fs import atomic_write
+from ..sync.run import SyncResult
 
 log = logging.getLogger(__name__)
 

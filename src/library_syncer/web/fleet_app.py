@@ -24,9 +24,9 @@ from aiohttp import hdrs, web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..daemon.fleet import RESULTS, STATES, Fleet
+from ..fleet.model import RESULTS, STATES, Fleet
 from ..errors import ConfigError
-from .fleet_page import render_fleet_page
+from .pages.fleet import render_fleet_page
 from .rules import check_admin_token
 from .runner import AccessLogger, access_log
 

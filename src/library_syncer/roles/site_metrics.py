@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from .sync import SyncResult
+from ..sync.run import SyncResult
 
 PREFIX = "library_syncer"
 

@@ -26,7 +26,7 @@ from aiohttp import hdrs, web
 
 from .app import RESERVED_PREFIX, client_address
 from .rules import is_loopback, status_access
-from .status_page import render_status
+from .pages.site import render_status
 
 P = RESERVED_PREFIX
 

@@ -28,19 +28,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..childenv import child_environ
+from ..util.childenv import child_environ
 from ..config import Settings
 from ..errors import ConfigError, OperationFailed
 from ..transport import keys as keymod
 from ..transport.sshd import (
-    LogFolder, SshdSetup, check_line_safe, forced_command, render_authorized_keys, render_sshd_config,
+    LogFolder,
+    SshdSetup,
+    check_line_safe,
+    forced_command,
+    render_authorized_keys,
+    render_sshd_config,
     session_marker,
 )
-from . import sessions
-from ..web.fleet import make_fleet_app, start_fleet_server
+from ..transport import sessions
+from ..web.fleet_app import make_fleet_app, start_fleet_server
 from ..web.rules import is_loopback
-from .fleet import Fleet, established_peers
-from .proc import guarded
+from ..fleet.model import Fleet, established_peers
+from ..util.proc import guarded
 
 log = logging.getLogger("library_syncer.server")
 sshd_log = logging.getLogger("library_syncer.sshd")

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 @lru_cache(maxsize=1)
 def secret_env_names() -> frozenset[str]:
     """Upper-case environment names of every secret setting and of the file it may be read from."""
-    from .config import Settings
+    from ..config import Settings
 
     fields = Settings.model_fields
     secret = [n for n, f in fields.items() if SecretStr in typing.get_args(f.annotation) or f.annotation is SecretStr]

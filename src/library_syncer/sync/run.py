@@ -27,9 +27,10 @@ from ..publish.generations import Layout
 from ..transport import rsync as rs
 from ..transport import ssh
 from ..transport.exitcodes import Outcome, classify
+from ..util.fmt import human_bytes
 from ..vcsp.manifest import read_published, update_manifest
 from .guard import delete_guard, publish_guard
-from .proc import TERMINATE_GRACE_SECONDS, RunLock, RunLock as _Lock, run as _run  # noqa: F401 (re-exported)
+from ..util.proc import TERMINATE_GRACE_SECONDS, RunLock, RunLock as _Lock, run as _run  # noqa: F401 (re-exported)
 from .schedule import next_retry_delay
 
 log = logging.getLogger(__name__)
@@ -132,15 +133,6 @@ class SyncResult:
 def _held_back_text(held_back: dict[str, str], limit: int = 3) -> str:
     parts = [f"{folder}: {why}" for folder, why in sorted(held_back.items())[:limit]]
     return "; ".join(parts) + ("; ..." if len(held_back) > limit else "")
-
-
-def human_bytes(n: float) -> str:
-    """Bytes in binary units, e.g. ``1.5 MiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 # --- pure decisions (the guard rules are in guard.py) -----------------------------------

@@ -34,11 +34,11 @@ from ..errors import ConfigError, OperationFailed
 from ..logs import run_context
 from ..publish.generations import Layout
 from ..publish.pins import GenerationPins
-from . import status as st
-from .events import EventLines
-from .metrics import ClientMetrics
-from .schedule import next_run, random_delay
-from .sync import SyncResult, prepare, run_sync
+from . import site_status as st
+from ..sync.progress import EventLines
+from .site_metrics import ClientMetrics
+from ..sync.schedule import next_run, random_delay
+from ..sync.run import SyncResult, prepare, run_sync
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class ClientDaemon:
         """The library app, and the status app when the status endpoints have a port of their own."""
         from ..web.app import create_app
         from ..web.runner import REQUEST_OBSERVER
-        from ..web.status import add_status_routes
+        from ..web.ops import add_status_routes
         from aiohttp import web
 
         s = self.settings

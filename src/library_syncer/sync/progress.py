@@ -6,7 +6,8 @@ import time
 from typing import Callable
 
 from ..transport.rsync import FileChange, Progress, RsyncStats
-from .sync import AttemptStarted, Phase, RetryScheduled, human_bytes
+from .run import AttemptStarted, Phase, RetryScheduled
+from ..util.fmt import human_bytes
 
 
 class EventLines:

@@ -20,7 +20,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..transport.sshd import SESSION_MARKER_VAR
+from .sshd import SESSION_MARKER_VAR
 
 AUTH_INFO_VAR = "SSH_USER_AUTH"
 _MAX_AUTH_INFO = 64 * 1024

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any, Iterable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from ..daemon.sync import human_bytes
+from ...util.fmt import human_bytes
 
 REFRESH_SECONDS = 30
 

@@ -1,1 +1,0 @@
-"""Long-running processes: scheduling (cron, jitter, retry), server and client daemons."""

@@ -1,0 +1,1 @@
+"""Primitives with one home each: files, child processes, addresses, formats."""

@@ -1,0 +1,1 @@
+"""The HTML pages: the site's status page and the server's fleet view."""
