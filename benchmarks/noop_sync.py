@@ -33,7 +33,8 @@ def build(root: Path, count: int) -> None:
 
 def timed_sync(settings) -> tuple[float, dict[str, float], int]:
     """One run_sync: (seconds, seconds per step, bytes on the wire)."""
-    from library_syncer.sync.run import Phase, run_sync
+    from library_syncer.sync.result import Phase
+    from library_syncer.sync.run import run_sync
 
     marks: list[tuple[str, float]] = []
 

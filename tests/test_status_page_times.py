@@ -13,7 +13,7 @@ import requests
 from client_fixture import running_client
 from library_syncer.roles import site_status as st
 from library_syncer.sync.schedule import next_run
-from library_syncer.sync.run import SyncResult
+from library_syncer.sync.result import SyncResult
 from library_syncer.web.pages.site import render_status
 from server_fixture import running_server
 from support import wait_until

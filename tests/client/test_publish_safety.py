@@ -14,7 +14,8 @@ from pathlib import Path
 from library_syncer.roles import site_status as st
 from library_syncer.sync.guard import publish_guard
 from library_syncer.roles.site_metrics import ClientMetrics
-from library_syncer.sync.run import SyncResult, run_sync
+from library_syncer.sync.result import SyncResult
+from library_syncer.sync.run import run_sync
 from library_syncer.publish import generations as gen
 from library_syncer.vcsp.check import check_manifest
 from library_syncer.vcsp.manifest import Draft

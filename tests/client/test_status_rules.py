@@ -11,7 +11,7 @@ from aiohttp import encode_basic_auth
 from library_syncer import logs
 from library_syncer.roles import site_status as st
 from library_syncer.roles.site_metrics import ClientMetrics
-from library_syncer.sync.run import SyncResult
+from library_syncer.sync.result import SyncResult
 from library_syncer.web.rules import check_admin_token, status_access
 from library_syncer.web.pages.site import render_status
 

@@ -11,7 +11,9 @@ import threading
 from pathlib import Path
 
 from library_syncer.config import load_settings
-from library_syncer.sync.run import Phase, delete_guard, remove_empty_items, run_sync
+from library_syncer.sync.result import Phase
+from library_syncer.sync.guard import delete_guard
+from library_syncer.sync.run import remove_empty_items, run_sync
 from library_syncer.publish import generations as gen
 from library_syncer.transport.rsync import FileChange
 from support import cli, require_tool, wait_until
@@ -156,7 +158,7 @@ def test_stop_interrupts_and_keeps_what_is_served(tmp_path):
 
 
 def test_second_concurrent_run_fails_at_once(tmp_path):
-    from library_syncer.sync.run import _Lock
+    from library_syncer.util.proc import RunLock as _Lock
 
     lay = gen.Layout(tmp_path / "L")
     held = _Lock(lay.lock)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from library_syncer.config import load_settings
-from library_syncer.sync.run import Phase, run_sync
+from library_syncer.sync.result import Phase
+from library_syncer.sync.run import run_sync
 from library_syncer.publish import generations as gen
 from support import cli, wait_until
 

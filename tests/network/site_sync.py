@@ -15,7 +15,8 @@ import sys
 import time
 
 from library_syncer.config import load_settings
-from library_syncer.sync.run import AttemptStarted, Phase, RetryScheduled, run_sync
+from library_syncer.sync.result import AttemptStarted, Phase, RetryScheduled
+from library_syncer.sync.run import run_sync
 from library_syncer.transport.rsync import Progress, RsyncStats
 
 

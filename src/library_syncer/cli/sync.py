@@ -15,7 +15,9 @@ import click
 
 from . import setting_options, settings_from
 from ..sync.progress import EventLines
-from ..sync.run import Phase, RetryScheduled, SyncResult, prepare, run_sync
+from ..sync.result import Phase, RetryScheduled, SyncResult
+from ..sync.plan import prepare
+from ..sync.run import run_sync
 from ..util.fmt import human_bytes
 from ..errors import ConfigError, OperationFailed
 from ..transport.rsync import FileChange, Progress

@@ -38,7 +38,9 @@ from . import site_status as st
 from ..sync.progress import EventLines
 from .site_metrics import ClientMetrics
 from ..sync.schedule import next_run, random_delay
-from ..sync.run import SyncResult, prepare, run_sync
+from ..sync.result import SyncResult
+from ..sync.plan import prepare
+from ..sync.run import run_sync
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..sync.run import SyncResult
+from ..sync.result import SyncResult
 
 PREFIX = "library_syncer"
 

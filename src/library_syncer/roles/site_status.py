@@ -17,7 +17,7 @@ from urllib.parse import unquote
 from ..errors import OperationFailed
 from ..publish.generations import current_generation, current_root
 from ..util.fs import atomic_write
-from ..sync.run import SyncResult
+from ..sync.result import SyncResult
 
 log = logging.getLogger(__name__)
 

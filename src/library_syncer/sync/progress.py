@@ -6,7 +6,7 @@ import time
 from typing import Callable
 
 from ..transport.rsync import FileChange, Progress, RsyncStats
-from .run import AttemptStarted, Phase, RetryScheduled
+from .result import AttemptStarted, Phase, RetryScheduled
 from ..util.fmt import human_bytes
 
 

@@ -15,187 +15,26 @@ import random
 import shutil
 import threading
 import time
-from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from ..config import Settings
-from ..errors import ConfigError, UserError
+from ..errors import UserError
 from ..publish import generations
-from ..publish.generations import Layout
 from ..transport import rsync as rs
-from ..transport import ssh
 from ..transport.exitcodes import Outcome, classify
-from ..util.fmt import human_bytes
+from ..util.proc import RunLock, run as _run
 from ..vcsp.manifest import read_published, update_manifest
 from .guard import delete_guard, publish_guard
-from ..util.proc import TERMINATE_GRACE_SECONDS, RunLock, RunLock as _Lock, run as _run  # noqa: F401 (re-exported)
+from .plan import SyncPlan, prepare, source_items
+from .result import AttemptStarted, Event, Phase, RetryScheduled, SyncResult, held_back_text
 from .schedule import next_retry_delay
 
 log = logging.getLogger(__name__)
 
 RETRY_BASE_SECONDS = 10.0
 RETRY_CAP_SECONDS = 600.0
-
-
-# --- events and result -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Phase:
-    """A step of the run started: listing, guard, transfer, cleanup, manifest, publish, prune."""
-
-    name: str
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class AttemptStarted:
-    """Transfer attempt ``number`` (1-based) started."""
-
-    number: int
-
-
-@dataclass(frozen=True)
-class RetryScheduled:
-    """Attempt ``attempt`` failed with a retryable error; the next one starts after ``delay`` seconds."""
-
-    attempt: int
-    delay: float
-    reason: str
-
-
-Event = Any  # Phase | AttemptStarted | RetryScheduled | rs.FileChange | rs.Progress | rs.RsyncStats
-
-
-@dataclass
-class SyncResult:
-    """The outcome of one sync run (shown on the status page and by ``library-syncer sync``).
-
-    ``kind``: ok, degraded (published, but some items were held back at their last
-    good version: ``held_back`` maps each to the reason), config (bad setting), busy
-    (another run holds the lock), guard (delete guard refused), fatal (not retryable),
-    gave-up (retry deadline passed), stopped (asked to stop), error (unexpected failure).
-    ``ok`` is True for ok and degraded: something good is published.
-    """
-
-    ok: bool
-    reason: str
-    started: datetime
-    ended: datetime
-    kind: str = "ok"
-    attempts: int = 0
-    bytes_sent: int = 0
-    bytes_received: int = 0
-    literal_bytes: int = 0
-    matched_bytes: int = 0
-    files_changed: int = 0
-    files_deleted: int = 0
-    generation: int | None = None
-    items: int = 0
-    library_bytes: int = 0
-    library_version: int | None = None
-    problems: list[str] = field(default_factory=list)
-    held_back: dict[str, str] = field(default_factory=dict)
-    run_id: str | None = None
-
-    @property
-    def wire_bytes(self) -> int:
-        """Bytes that crossed the link in both directions, all attempts together."""
-        return self.bytes_sent + self.bytes_received
-
-    @property
-    def duration(self) -> float:
-        return (self.ended - self.started).total_seconds()
-
-    def summary(self) -> str:
-        """One line for logs."""
-        if not self.ok:
-            return self.reason
-        published = f"published generation {self.generation}" if self.generation else "nothing changed"
-        held = (f"; DEGRADED: {len(self.held_back)} item(s) held back at their last good version "
-                f"({_held_back_text(self.held_back)})" if self.held_back else "")
-        return (f"{published}; {self.files_changed} files changed, {self.files_deleted} deleted; "
-                f"{human_bytes(self.wire_bytes)} on the wire in {self.duration:.1f}s, "
-                f"{self.attempts} attempt(s); {self.items} items, {human_bytes(self.library_bytes)}{held}")
-
-    def to_dict(self) -> dict:
-        """JSON-ready form (times as ISO 8601)."""
-        data = asdict(self)
-        data["started"] = self.started.isoformat()
-        data["ended"] = self.ended.isoformat()
-        data["wire_bytes"] = self.wire_bytes
-        data["duration_seconds"] = round(self.duration, 3)
-        return data
-
-
-def _held_back_text(held_back: dict[str, str], limit: int = 3) -> str:
-    parts = [f"{folder}: {why}" for folder, why in sorted(held_back.items())[:limit]]
-    return "; ".join(parts) + ("; ..." if len(held_back) > limit else "")
-
-
-# --- pure decisions (the guard rules are in guard.py) -----------------------------------
-
-
-def source_items(entries: list[rs.ListEntry]) -> set[str]:
-    """Item folder names in a top-level listing of the source."""
-    return {e.name for e in entries if e.is_dir and not e.name.startswith(".")}
-
-
-# --- the run ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class SyncPlan:
-    """Everything a run needs, checked: paths, the rsync source and remote shell."""
-
-    layout: Layout
-    source: str
-    rsh: str | None
-    pin: ssh.HostKeyPin | None
-    timeout: int
-    max_bw: str
-
-
-def prepare(settings: Settings, *, source: str | None = None, startup: bool = False) -> SyncPlan:
-    """Check the settings and files a sync needs; ConfigError (one line) on a problem.
-
-    ``source`` replaces SYNC_PEER with a local folder or another rsync source.  In trust-on-first-use
-    mode the server's host key is recorded now.  ``startup``: the daemon's start-up check, the
-    library and host-key files only (no network; the site key may be installed later).
-    """
-    library = settings.library
-    if library.exists() and not library.is_dir():
-        raise ConfigError(f"setting library: {library} is not a folder")
-    try:
-        library.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"setting library: cannot create folder {library} ({exc.strerror})") from None
-    if not os.access(library, os.W_OK | os.X_OK):
-        why = " (read-only file system)" if os.statvfs(library).f_flag & os.ST_RDONLY else ""
-        raise ConfigError(f"setting library: folder {library} is not writable{why}")
-    rsh = pin = None
-    if source is None:
-        if not settings.sync_peer:
-            raise ConfigError("setting sync_peer (SYNC_PEER / --sync-peer) is required to sync")
-        key = settings.sync_key or settings.keys_dir / "id_ed25519"
-        if not startup:
-            key = ssh.usable_private_key(key, settings.resolved_state_dir())
-        pin = ssh.pin_host_key(
-            settings.sync_peer, settings.sync_port, settings.resolved_state_dir(),
-            known_hosts=settings.sync_known_hosts, host_key=settings.sync_host_key,
-        )
-        if not startup:
-            ssh.first_use(pin, settings.sync_peer, settings.sync_port, timeout=settings.sync_connect_timeout)
-        rsh = ssh.rsh_string(ssh.ssh_command(
-            port=settings.sync_port, key=key, pin=pin,
-            connect_timeout=settings.sync_connect_timeout, timeout=settings.sync_timeout,
-        ))
-        source = rs.remote_source(settings.sync_user, settings.sync_peer)
-    elif "::" not in source and ":" not in source.split("/", 1)[0]:
-        source = str(source).rstrip("/") + "/"
-    return SyncPlan(Layout(library), source, rsh, pin, settings.sync_timeout, settings.sync_max_bw)
 
 
 def remove_empty_items(staging: Path) -> list[str]:
@@ -411,7 +250,7 @@ class _Run:
             log.warning("%s", _os_reason("removing old generations failed", exc))
         if r.held_back:
             return self.finish(True, "degraded", f"{len(r.held_back)} item(s) held back at their last good "
-                               f"version: {_held_back_text(r.held_back)}")
+                               f"version: {held_back_text(r.held_back)}")
         return self.finish(True, "ok", "")
 
     def needs_publish(self, manifest_changed: bool) -> bool:
