@@ -18,7 +18,7 @@ from library_syncer.sync.result import SyncResult
 from library_syncer.sync.run import run_sync
 from library_syncer.publish import generations as gen
 from library_syncer.vcsp.check import check_manifest
-from library_syncer.vcsp.manifest import Draft
+from library_syncer.vcsp.published import Draft
 from library_syncer.web.pages.site import render_status
 from support import cli
 from client.test_sync_local import settings

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from ..vcsp.manifest import Draft
+from ..vcsp.published import Draft
 
 _ALLOW_HINT = "Set SYNC_ALLOW_MASS_DELETE=true for one run to accept the deletion"
 

@@ -25,7 +25,8 @@ from ..publish import generations
 from ..transport import rsync as rs
 from ..transport.exitcodes import Outcome, classify
 from ..util.proc import RunLock, run as _run
-from ..vcsp.manifest import read_published, update_manifest
+from ..vcsp.published import read_published
+from ..vcsp.manifest import update_manifest
 from .guard import delete_guard, publish_guard
 from .plan import SyncPlan, prepare, source_items
 from .result import AttemptStarted, Event, Phase, RetryScheduled, SyncResult, held_back_text

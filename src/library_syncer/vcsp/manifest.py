@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import unquote
 
 from ..errors import UserError
-from .names import printable
-from . import check, rules
-from .ovf import descriptors, manifests, needed_algorithms, template_problems
-from .scan import HashCache, scan_tree
 from ..util.fs import atomic_write, fsync_dir, writer_lock
+from . import check, rules
+from .names import printable
+from .ovf import descriptors, manifests, needed_algorithms, template_problems
+from .published import Draft, Published, published_folders, valid_doc
+from .scan import HashCache, scan_tree
 from .storage import load_state, read_json, save_state
 
 log = logging.getLogger(__name__)
@@ -61,39 +61,6 @@ class ItemSummary:
     version: int
     changed: bool
     held_back: bool = False
-
-
-@dataclass(frozen=True)
-class Published:
-    """The manifest of a published generation: ``lib.json`` and each listed item's document by folder.
-
-    ``items`` holds only entries whose files are all present in the generation
-    with their listed sizes: those are the *last good versions* a failing item
-    falls back to.
-    """
-
-    root: Path | None = None
-    lib: dict[str, Any] | None = None
-    items: dict[str, dict[str, Any]] = field(default_factory=dict)
-    listed: frozenset[str] = frozenset()  # every folder items.json lists, usable or not
-
-
-@dataclass(frozen=True)
-class Draft:
-    """What a manifest run would publish, shown to ``approve`` before anything is written.
-
-    ``folders``: items the new ``items.json`` lists (fresh and held back);
-    ``held_back``/``left_out``: folder -> one-line reason.
-    """
-
-    folders: tuple[str, ...]
-    held_back: dict[str, str]
-    left_out: dict[str, str]
-
-    @property
-    def fresh(self) -> tuple[str, ...]:
-        """Listed items published from the new content."""
-        return tuple(f for f in self.folders if f not in self.held_back)
 
 
 @dataclass
@@ -142,55 +109,6 @@ def default_state_path(root: Path) -> Path:
     return Path(root) / STATE_DIRNAME / STATE_FILENAME
 
 
-def _folder_of(entry: Any) -> str | None:
-    """The item folder an ``items.json`` entry names through its ``selfHref``."""
-    href = entry.get("selfHref") if isinstance(entry, dict) else None
-    if isinstance(href, str) and href.endswith("/item.json"):
-        return unquote(href[: -len("/item.json")], errors="surrogateescape")
-    return None
-
-
-def _published_folders(items: Any) -> list[str] | None:
-    if not isinstance(items, dict) or not isinstance(items.get("items"), list):
-        return None
-    return [f for f in map(_folder_of, items["items"]) if f is not None]
-
-
-def read_published(root: Path | None) -> Published:
-    """The manifest of the published generation at ``root`` (empty when None or unreadable)."""
-    if root is None:
-        return Published()
-    lib = read_json(root / "lib.json")
-    items = read_json(root / "items.json")
-    good: dict[str, dict[str, Any]] = {}
-    listed = _published_folders(items) or []
-    for entry in items["items"] if listed else []:
-        folder = _folder_of(entry)
-        if folder is not None and _valid_doc(entry) and _files_present(root, entry):
-            good[folder] = entry
-    return Published(root, lib if isinstance(lib, dict) else None, good, frozenset(listed))
-
-
-def _files_present(root: Path, doc: dict[str, Any]) -> bool:
-    files = doc.get("files")
-    if not isinstance(files, list) or not files:
-        return False
-    for f in files:
-        hrefs = f.get("hrefs") if isinstance(f, dict) else None
-        if not isinstance(hrefs, list) or len(hrefs) != 1 or not isinstance(hrefs[0], str):
-            return False
-        path = check.href_path(hrefs[0])  # an href the web server would not serve is no good version
-        if path is None:
-            return False
-        try:
-            size = (root / path).stat().st_size
-        except OSError:
-            return False
-        if size != f.get("size"):
-            return False
-    return True
-
-
 def _write_if_different(path: Path, data: bytes) -> bool:
     try:
         if path.read_bytes() == data:
@@ -220,20 +138,16 @@ def update_manifest(
         return _update(root, name, state_file, published or Published(), approve)
 
 
-def _valid_doc(doc: Any) -> dict[str, Any] | None:
-    return doc if isinstance(doc, dict) and rules.is_uuid_urn(doc.get("id")) else None
-
-
 def _update(root: Path, name: str, state_file: Path, published: Published,
             approve: Callable[[Draft], str | None] | None) -> ManifestReport:
     now = now_text()
     state, state_warning = load_state(state_file)
     warnings = [state_warning] if state_warning else []
-    prev_lib = (_valid_doc(state.get("library")) or _valid_doc(read_json(root / "lib.json"))
-                or _valid_doc(published.lib))
+    prev_lib = (valid_doc(state.get("library")) or valid_doc(read_json(root / "lib.json"))
+                or valid_doc(published.lib))
     prev_published = state.get("published")
     if not isinstance(prev_published, list):
-        prev_published = _published_folders(read_json(root / "items.json"))
+        prev_published = published_folders(read_json(root / "items.json"))
         if prev_published is None:
             prev_published = list(published.items)
     library_id = rules.library_id_of(prev_lib) or rules.new_id()
@@ -269,8 +183,8 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
         ))
 
     for folder in sorted(set(scan.items) | set(scan.errors)):
-        prev = (_valid_doc(state["items"].get(folder)) or _valid_doc(read_json(root / folder / "item.json"))
-                or _valid_doc(published.items.get(folder)))
+        prev = (valid_doc(state["items"].get(folder)) or valid_doc(read_json(root / folder / "item.json"))
+                or valid_doc(published.items.get(folder)))
         if prev is not None:
             kept[folder] = prev
         if folder in scan.errors:
