@@ -1,95 +1,45 @@
 """The fleet of sites as the server sees it, built from sshd's log (pure logic, no I/O).
 
-sshd (``-D -e``, ``LogLevel VERBOSE``, OpenSSH 9.2) prints these lines, which
-are all this module needs (A = client address, P = client port)::
-
-    Connection from A port P on 127.0.0.1 port 2222 rdomain ""        a connection begins
-    Accepted publickey for syncer from A port P ssh2: ED25519 SHA256:…  a site key logged in
-    Failed publickey for syncer from A port P ssh2: ED25519 SHA256:…    a key was refused
-    Received disconnect from A port P:11: disconnected by user           the client says goodbye
-    Disconnected from user syncer A port P                              … and the session ends
-    Connection closed by [authenticating user syncer ]A port P          the link went away
-    Connection reset by …, Timeout, client not responding from …,
-    ssh_packet_write_poll: Connection from user syncer A port P: Broken pipe,
-    Read error from remote host A port P: …, Closing connection to A port P
-
-The site of a session is the name of the key file whose fingerprint was
-accepted (or refused, for a site whose ``from=`` limit did not match).  The
-result of a session is ``ok`` when the client ended it itself (SSH disconnect
-reason 11, what rsync's ssh sends when it is done), ``error`` for another
-disconnect reason, ``lost`` when the connection broke (killed transfer, dead
-link) and ``refused`` when the site's key was not allowed in.  sshd does not see
-rsync's own exit code: the site's status page knows that.
+The lines are parsed by :mod:`.sshd_log`. The site of a session is the name of
+the key file whose fingerprint was accepted (or refused, for a site whose
+``from=`` limit did not match).  The result of a session is ``ok`` when the
+client ended it itself (SSH disconnect reason 11, what rsync's ssh sends when it
+is done), ``error`` for another disconnect reason, ``lost`` when the connection
+broke (killed transfer, dead link) and ``refused`` when the site's key was not
+allowed in.  sshd does not see rsync's own exit code: the site's status page
+knows that.
 
 sshd does not log every end: a client killed right after login leaves only
 ``ssh_packet_send_debug: send DEBUG: Broken pipe``.  So the server also passes
-the established TCP connections to its ssh port (:func:`established_peers` of
-``/proc/net/tcp``) to :meth:`Fleet.reap`, which ends, as ``lost``, sessions whose
-connection was missing at two checks in a row.
+the established TCP connections to its ssh port (:func:`.peers.ssh_peers`) to
+:meth:`Fleet.reap`, which ends, as ``lost``, sessions whose connection was
+missing at two checks in a row.
 
 Times are wall-clock seconds from the ``clock`` given to :class:`Fleet` (the
 moment a line was read).  :meth:`Fleet.to_json` / :meth:`Fleet.from_json` keep
-the per-site history across restarts.  All methods are thread-safe.
+the per-site history across restarts (the file: :mod:`.store`).  All methods are
+thread-safe.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import re
-import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable
+
+from ..util.fmt import iso_utc as iso
+from .peers import established_peers
+from .sshd_log import DISCONNECT_BY_APPLICATION, LogEvent, parse_line
+
+__all__ = ["Fleet", "SiteRecord", "RESULTS", "STATES", "established_peers", "parse_line", "iso"]
 
 RESULTS = ("ok", "error", "lost", "refused")
 STATES = ("never seen", "silent", "failing", "syncing", "ok", "key removed")  # in the fleet view's order
 STATE_VERSION = 1
 MAX_OPEN = 10_000  # connections tracked at once (older ones are forgotten first)
 PREAUTH_TTL = 3600.0  # an unauthenticated connection is forgotten after this long
-
-_ID = r"(?:(?:authenticating |invalid )?user \S+ )?(?P<addr>\S+) port (?P<port>\d+)"
-_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
-    ("connect", re.compile(r"^Connection from (?P<addr>\S+) port (?P<port>\d+) on ")),
-    ("accepted", re.compile(
-        r"^Accepted publickey for \S+ from (?P<addr>\S+) port (?P<port>\d+) \S+: \S+ (?P<fp>SHA256:\S+)")),
-    ("failed", re.compile(
-        r"^Failed publickey for (?:invalid user )?\S+ from (?P<addr>\S+) port (?P<port>\d+) \S+: \S+ (?P<fp>SHA256:\S+)")),
-    ("goodbye", re.compile(r"^Received disconnect from (?P<addr>\S+) port (?P<port>\d+):(?P<code>\d+):")),
-    ("ended", re.compile(r"^Disconnected from " + _ID)),
-    ("lost", re.compile(r"^(?:Connection (?:closed|reset) by |Timeout, client not responding from )" + _ID)),
-    # sshpkt_fatal: "[TAG: ]Connection from ID timed out" or "TAG: Connection from ID: REASON"
-    ("lost", re.compile(r"^(?:[A-Za-z_ ]+: )?Connection from " + _ID + r"(?: timed out|: )")),
-    ("lost", re.compile(r"^Read error from remote host (?P<addr>\S+) port (?P<port>\d+):")),
-    ("closing", re.compile(r"^Closing connection to (?P<addr>\S+) port (?P<port>\d+)")),
-    ("listening", re.compile(r"^Server listening on ")),
-]
-DISCONNECT_BY_APPLICATION = 11  # SSH disconnect reason sent by a client that is done
-
-
-@dataclass(frozen=True)
-class Event:
-    """One sshd log line that matters to the fleet."""
-
-    kind: str  # connect, accepted, failed, goodbye, ended, lost, closing, listening
-    addr: str = ""
-    port: int = 0
-    fingerprint: str = ""
-    code: int = 0
-
-
-def parse_line(line: str) -> Event | None:
-    """The event of one sshd log line, or None for lines the fleet ignores."""
-    line = line.strip()
-    for kind, pattern in _PATTERNS:
-        m = pattern.match(line)
-        if m:
-            g = m.groupdict()
-            return Event(kind, g.get("addr") or "", int(g.get("port") or 0), g.get("fp") or "",
-                         int(g.get("code") or 0))
-    return None
 
 
 @dataclass
@@ -121,13 +71,6 @@ class _Conn:
     unknown_key: str | None = None  # a fingerprint of no site that was refused
     result: str | None = None  # from the client's disconnect message
     missing: bool = False  # its TCP connection was not there at the last reap()
-
-
-def iso(ts: float | None) -> str | None:
-    """``ts`` as ISO 8601 UTC (``2026-05-01T21:00:03Z``), None stays None."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Fleet:
@@ -173,7 +116,7 @@ class Fleet:
             if unexpected:
                 self.sshd_restarts += 1
 
-    def feed(self, line: str) -> Event | None:
+    def feed(self, line: str) -> LogEvent | None:
         """Take one raw sshd log line into account; returns its event (None if ignored)."""
         event = parse_line(line)
         if event is not None:
@@ -181,7 +124,7 @@ class Fleet:
                 self._apply(event, self.clock())
         return event
 
-    def _apply(self, e: Event, now: float) -> None:
+    def _apply(self, e: LogEvent, now: float) -> None:
         if e.kind == "listening":
             self.sshd_up = True
             return
@@ -358,29 +301,3 @@ class Fleet:
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"fleet state is not readable: {exc}") from None
         return fleet
-
-
-
-_TCP_ESTABLISHED = "01"
-
-
-def established_peers(proc_net_tcp: str, local_port: int, byteorder: str = sys.byteorder) -> set[tuple[str, int]]:
-    """(client address, port) of each ESTABLISHED connection to ``local_port`` in the text of
-    ``/proc/net/tcp`` or ``/proc/net/tcp6`` (IPv4-mapped addresses shown as IPv4, as sshd logs them)."""
-    peers = set()
-    for line in proc_net_tcp.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 4 or fields[3] != _TCP_ESTABLISHED:
-            continue
-        try:
-            local, remote = fields[1].split(":"), fields[2].split(":")
-            if int(local[1], 16) != local_port:
-                continue
-            raw = b"".join(int(remote[0][i:i + 8], 16).to_bytes(4, byteorder) for i in range(0, len(remote[0]), 8))
-            addr = ipaddress.ip_address(raw)
-        except (ValueError, IndexError):
-            continue
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        peers.add((str(addr), int(remote[1], 16)))
-    return peers

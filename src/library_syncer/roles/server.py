@@ -44,7 +44,9 @@ from ..transport.sshd import (
 from ..transport import sessions
 from ..web.fleet_app import make_fleet_app, start_fleet_server
 from ..web.rules import is_loopback
-from ..fleet.model import Fleet, established_peers
+from ..fleet.model import Fleet
+from ..fleet.peers import ssh_peers
+from ..fleet.store import load_fleet, save_fleet
 from ..util.proc import guarded
 
 log = logging.getLogger("library_syncer.server")
@@ -382,7 +384,8 @@ async def _supervise(plan: ServerPlan) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, reload.set)
-    fleet = load_fleet(plan)
+    fleet = load_fleet(plan.state_dir, {k.fingerprint: k.site for k in plan.keys},
+                       silent_after=plan.settings.site_silent_after_seconds)
     web_runner = None
     if plan.settings.fleet_port is not None:
         token = plan.settings.admin_token_value()
@@ -398,7 +401,7 @@ async def _supervise(plan: ServerPlan) -> int:
         upkeep.cancel()
         if web_runner is not None:
             await web_runner.cleanup()
-        save_fleet(plan, fleet)
+        save_fleet(plan.state_dir, fleet)
 
 
 async def _run_sshd(plan: ServerPlan, fleet: Fleet, stop: asyncio.Event, reload: asyncio.Event) -> int:
@@ -466,47 +469,9 @@ def _fold_log(stream, folder: LogFolder, fleet: Fleet) -> None:
             sshd_log.info("%s", folder.fold(line))
 
 
-# --- fleet history (what the fleet view shows, kept across restarts) ---------------------
+# --- fleet upkeep (the history file: fleet/store.py) ------------------------------------
 
-FLEET_FILE = "fleet.json"
 FLEET_UPKEEP_SECONDS = 5.0
-
-
-def load_fleet(plan: ServerPlan) -> Fleet:
-    """The fleet with the history saved in the state folder (a new one if there is none or it is unreadable)."""
-    keys = {k.fingerprint: k.site for k in plan.keys}
-    silent_after = plan.settings.site_silent_after_seconds
-    path = plan.state_dir / FLEET_FILE
-    try:
-        return Fleet.from_json(path.read_text(), keys, silent_after=silent_after)
-    except FileNotFoundError:
-        pass
-    except (OSError, ValueError, UnicodeDecodeError) as exc:
-        log.warning("%s: %s; starting a new fleet history", path, exc)
-    return Fleet(keys, silent_after=silent_after)
-
-
-def save_fleet(plan: ServerPlan, fleet: Fleet) -> None:
-    """Write the fleet history into the state folder (atomically); a failure is logged, not raised."""
-    path = plan.state_dir / FLEET_FILE
-    try:
-        write_atomic(path, fleet.to_json(), 0o600)
-    except OSError as exc:
-        fleet.dirty = True
-        log.error("cannot save the fleet history %s: %s", path, exc.strerror or exc)
-
-
-def _ssh_peers(port: int) -> set[tuple[str, int]] | None:
-    """Clients connected to the ssh port now (None when /proc/net is not readable)."""
-    peers: set[tuple[str, int]] = set()
-    for name in ("tcp", "tcp6"):
-        try:
-            peers |= established_peers(Path("/proc/net", name).read_text(), port)
-        except FileNotFoundError:
-            continue  # no IPv6
-        except OSError:
-            return None
-    return peers
 
 
 async def _fleet_upkeep(plan: ServerPlan, fleet: Fleet, seconds: float) -> None:
@@ -515,8 +480,8 @@ async def _fleet_upkeep(plan: ServerPlan, fleet: Fleet, seconds: float) -> None:
     while True:
         await asyncio.sleep(seconds)
         await asyncio.to_thread(end_revoked_sessions, plan)
-        peers = await asyncio.to_thread(_ssh_peers, plan.setup.port)
+        peers = await asyncio.to_thread(ssh_peers, plan.setup.port)
         if peers is not None:
             fleet.reap(peers)
         if fleet.dirty:
-            await asyncio.to_thread(save_fleet, plan, fleet)
+            await asyncio.to_thread(save_fleet, plan.state_dir, fleet)
