@@ -11,6 +11,7 @@ import posixpath
 import re
 from dataclasses import dataclass
 from urllib.parse import unquote
+from typing import NoReturn
 from xml.parsers import expat
 
 OVF_EXTS = (".ovf", ".ova")
@@ -44,7 +45,7 @@ def parse_ovf_references(data: bytes) -> list[str]:
     stack: list[str] = []
     hrefs: list[str] = []
 
-    def refuse_doctype(*_: object) -> None:
+    def refuse_doctype(*_: object) -> NoReturn:
         raise TemplateError("document type declarations are not allowed")
 
     def start(tag: str, attrs: dict[str, str]) -> None:

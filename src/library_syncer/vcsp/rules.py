@@ -13,7 +13,7 @@ import re
 import unicodedata
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeGuard
 from urllib.parse import quote
 
 VCSP_VERSION = "2"
@@ -71,7 +71,7 @@ def display_text(name: str) -> str:
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
-def is_uuid_urn(value: object) -> bool:
+def is_uuid_urn(value: object) -> TypeGuard[str]:
     """True for a lower-case ``urn:uuid:…`` identifier."""
     return isinstance(value, str) and bool(_UUID_URN_RE.match(value))
 
