@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..util.fs import write_atomic
+from ..errors import OperationFailed
+from ..util.fs import atomic_write
 from .model import Fleet
 
 log = logging.getLogger("library_syncer.server")  # the server's lines, as before
@@ -28,7 +29,7 @@ def save_fleet(state_dir: Path, fleet: Fleet) -> None:
     """Write the fleet history into ``state_dir`` (atomically); a failure is logged, not raised."""
     path = state_dir / FLEET_FILE
     try:
-        write_atomic(path, fleet.to_json(), 0o600)
-    except OSError as exc:
+        atomic_write(path, fleet.to_json().encode(), 0o600)
+    except OperationFailed as exc:
         fleet.dirty = True
-        log.error("cannot save the fleet history %s: %s", path, exc.strerror or exc)
+        log.error("cannot save the fleet history: %s", exc)
