@@ -43,7 +43,7 @@ class _JsonLines(JsonFormatter):
 class _Stderr(logging.StreamHandler):
     """Writes to whatever ``sys.stderr`` is at the time of each line (never to a closed stand-in)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stderr
 

@@ -55,8 +55,11 @@ def _announced_url(client: subprocess.Popen, timeout: float) -> str:
     found: list[str] = []
     seen = threading.Event()
 
+    stdout = client.stdout
+    assert stdout is not None, "the client is started with stdout=PIPE"
+
     def relay() -> None:
-        for line in client.stdout:
+        for line in stdout:
             if line.startswith("Subscription URL:"):  # the demo prints it once checked
                 if not found:
                     found.append(line.split(":", 1)[1].strip())

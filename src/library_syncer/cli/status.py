@@ -72,7 +72,8 @@ async def _call(method: str, url: str, token: str | None,
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as session:
-            async with session.request(method, url, headers=headers, ssl=tls) as resp:
+            check = True if tls is None else tls  # None: aiohttp's default checks
+            async with session.request(method, url, headers=headers, ssl=check) as resp:
                 if resp.status in (401, 403):
                     why = (await resp.text()).strip() or "admin token missing or wrong (setting admin_token)"
                     raise OperationFailed(f"the client at {url} refused: HTTP {resp.status}: {why}")

@@ -64,8 +64,10 @@ class _RichReporter:
             self.bar.update(self.task, completed=event.percent, done=human_bytes(event.bytes),
                             rate=f"{human_bytes(event.rate)}/s", eta=eta)
         elif isinstance(event, Phase):
-            done = {"completed": 100, "eta": "done"} if event.name not in ("listing", "transfer") else {}
-            self.bar.update(self.task, description=event.name, **done)
+            if event.name in ("listing", "transfer"):
+                self.bar.update(self.task, description=event.name)
+            else:
+                self.bar.update(self.task, description=event.name, completed=100, eta="done")
         elif isinstance(event, FileChange) and event.action in ("transfer", "delete"):
             self.console.print(f"{event.flags} {event.path}", markup=False, highlight=False)
         elif isinstance(event, RetryScheduled):
@@ -115,8 +117,8 @@ def command(from_folder: Path | None, **values) -> None:
         with _RichReporter() as reporter:
             result = _run_in_thread(lambda: run_sync(settings, on_event=reporter, stop_event=stop, source=source), stop)
     else:
-        reporter = EventLines(_say)
-        result = _run_in_thread(lambda: run_sync(settings, on_event=reporter, stop_event=stop, source=source), stop)
+        lines = EventLines(_say)
+        result = _run_in_thread(lambda: run_sync(settings, on_event=lines, stop_event=stop, source=source), stop)
     if not result.ok:
         raise OperationFailed(result.reason, exit_code=2 if result.kind == "config" else 1)
     if result.kind == "degraded":

@@ -10,11 +10,13 @@ from __future__ import annotations
 import ipaddress
 import sys
 from pathlib import Path
+from typing import Literal
 
 _TCP_ESTABLISHED = "01"
 
 
-def established_peers(proc_net_tcp: str, local_port: int, byteorder: str = sys.byteorder) -> set[tuple[str, int]]:
+def established_peers(proc_net_tcp: str, local_port: int,
+                      byteorder: Literal["little", "big"] = sys.byteorder) -> set[tuple[str, int]]:
     """(client address, port) of each ESTABLISHED connection to ``local_port`` in the text of
     ``/proc/net/tcp`` or ``/proc/net/tcp6`` (IPv4-mapped addresses shown as IPv4, as sshd logs them)."""
     peers = set()

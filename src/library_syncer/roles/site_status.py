@@ -158,7 +158,7 @@ def client_status(*, site: str, history: list[SyncResult], running: str | None, 
                   published: dict | None, now: datetime, stale_after: float, schedule: str,
                   tz: str | None, peer: str | None, thumbprint: str | None) -> dict[str, Any]:
     """The status document behind the status page and ``GET /_syncer/api/status``."""
-    last_success = last_success_time(history, published and published.get("published_at"))
+    last_success = last_success_time(history, published.get("published_at") if published else None)
     ready, why = readiness(published, last_success, now, stale_after)
     return {
         "site": site,

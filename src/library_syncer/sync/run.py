@@ -172,8 +172,10 @@ class _Run:
                 outcome, stopped = self.transfer()
                 if stopped:
                     continue
+                assert outcome is not None  # only a stopped command has none
                 if outcome.ok:
                     break
+            assert outcome is not None  # only a stopped command has none
             if outcome.kind == "disk-full" and not self.cleaned_up:
                 # Free what can go (old generations no reader holds), then try once more at once.
                 self.cleaned_up = True

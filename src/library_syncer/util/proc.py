@@ -86,13 +86,15 @@ def run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: th
                                 pass_fds=held_fds())
     except OSError as exc:  # fork or pipe failed (resources): transient, like rsync's own IPC error
         return Proc(14, "", f"could not start {cmd[0]}: {exc.strerror}\n", False)
+    stdout, stderr = proc.stdout, proc.stderr
+    assert stdout is not None and stderr is not None  # both are pipes
     out_lines: list[str] = []
     err_chunks: list[bytes] = []
 
     def read_out() -> None:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
         splitter = rs.LineSplitter()
-        while chunk := os.read(proc.stdout.fileno(), 65536):
+        while chunk := os.read(stdout.fileno(), 65536):
             for line in splitter.feed(decoder.decode(chunk)):
                 keep(out_lines, line)
                 if on_line:
@@ -103,7 +105,7 @@ def run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: th
                 on_line(line)
 
     def read_err() -> None:
-        while chunk := os.read(proc.stderr.fileno(), 65536):
+        while chunk := os.read(stderr.fileno(), 65536):
             err_chunks.append(chunk)
             if len(err_chunks) > 64:
                 del err_chunks[:32]
@@ -133,8 +135,8 @@ def run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: th
     finally:
         for t in readers:
             t.join(timeout=5)
-        proc.stdout.close()
-        proc.stderr.close()
+        stdout.close()
+        stderr.close()
     return Proc(proc.returncode, "\n".join(out_lines), b"".join(err_chunks).decode("utf-8", "replace"), stopped)
 
 

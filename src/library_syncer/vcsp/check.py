@@ -170,7 +170,9 @@ def check_manifest(root: Path) -> list[str]:
 
 
 def _file_problems(root: Path, folder: str, entry: dict[str, Any], found: list) -> list[str]:
-    files = entry.get("files") if isinstance(entry.get("files"), list) else []
+    files = entry.get("files")
+    if not isinstance(files, list):
+        files = []
     out = []
     hrefs_seen: set[str] = set()
     for f in files:

@@ -47,7 +47,7 @@ BEHIND_PROXY = web.AppKey("behind_proxy", bool)
 RootProvider = Callable[[str, tuple[str, ...]], Path]
 """``provider(client, parts)``: the folder to answer a request for ``parts`` from ``client`` (its address)."""
 
-ROOT_PROVIDER = web.AppKey("library_root", RootProvider)
+ROOT_PROVIDER = web.AppKey[RootProvider]("library_root")  # not a class: the type goes in brackets
 
 
 @dataclass(frozen=True)
@@ -72,11 +72,11 @@ class _LibraryFile(web.FileResponse):
         self._plan = plan
         self.bytes_sent: int | None = None  # body bytes, known once the response completed
 
-    def _get_file_path_stat_encoding(self, accept_encoding: str):  # type: ignore[override]
+    def _get_file_path_stat_encoding(self, accept_encoding: str):
         # Library files are served exactly as stored: no pre-compressed variants.
         return super()._get_file_path_stat_encoding("")
 
-    async def _sendfile(self, request: web.BaseRequest, fobj, offset: int, count: int):  # type: ignore[override]
+    async def _sendfile(self, request: web.BaseRequest, fobj, offset: int, count: int):
         # Over TLS asyncio can only emulate sendfile, 16 KiB per thread-pool read and drain
         # (about 8x slower than big reads); plain HTTP keeps the kernel's sendfile.
         transport = request.transport
@@ -86,7 +86,7 @@ class _LibraryFile(web.FileResponse):
         assert writer is not None
         return await self._sendfile_fallback(writer, fobj, offset, count)
 
-    async def prepare(self, request: web.BaseRequest):  # type: ignore[override]
+    async def prepare(self, request: web.BaseRequest):
         if hdrs.IF_RANGE in request.headers or self._plan != "range":
             headers = CIMultiDict(request.headers)
             headers.popall(hdrs.IF_RANGE, None)  # decided already: aiohttp's own check is looser
@@ -208,7 +208,7 @@ def create_app(
     ``password`` requires HTTP Basic auth as user ``vcsp`` on every path outside RESERVED_PREFIX;
     ``behind_proxy`` takes client addresses from X-Forwarded-For (see :func:`client_address`).
     """
-    provider: RootProvider = root if callable(root) else (lambda client, parts: root)  # type: ignore[assignment]
+    provider: RootProvider = root if callable(root) else (lambda client, parts: root)
     app = web.Application(middlewares=[_auth_middleware(password)] if password else [])
     app[BEHIND_PROXY] = behind_proxy
     app[ROOT_PROVIDER] = provider

@@ -19,7 +19,7 @@ import errno
 import logging
 import resource
 import threading
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -94,7 +94,7 @@ class GuardedHandler(web.RequestHandler):
         peer = transport.get_extra_info("peername")
         self._address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
         if not self._guard.admit(self._address):
-            transport.abort()  # reset, nothing read
+            cast(asyncio.Transport, transport).abort()  # reset, nothing read (a stream transport)
             return
         self._admitted = True
         super().connection_made(transport)

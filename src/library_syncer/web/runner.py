@@ -34,7 +34,7 @@ access_log = logging.getLogger("library_syncer.web.access")
 LISTEN_BACKLOG = 512  # a burst of subscribers waits in the kernel queue instead of SYN retries
 
 
-REQUEST_OBSERVER = web.AppKey("request_observer", Callable[[str, int, int], None])
+REQUEST_OBSERVER = web.AppKey[Callable[[str, int, int], None]]("request_observer")
 """Optional app value called with (method, status, body bytes) after each request (metrics)."""
 
 
