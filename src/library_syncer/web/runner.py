@@ -11,6 +11,7 @@ Connections are held to the caps and timeouts of :class:`~.limits.HttpLimits`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -26,6 +27,7 @@ from .app import client_address
 from .connections import AcceptErrorFilter, ConnectionGuard, GuardedHandler, release_files, reserve_files
 from .limits import HttpLimits
 from ..util.net import host_port
+from ..util.signals import capture_signals
 from .rules import subscription_urls
 
 log = logging.getLogger(__name__)
@@ -98,79 +100,73 @@ async def serve_app(
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=shutdown_grace)
     await runner.setup()
     loop = asyncio.get_running_loop()
-    signals: list[signal.Signals] = []
     allowed = reserve_files(limits, where)
     accept_filter = AcceptErrorFilter.install(loop)
     guard = ConnectionGuard(dataclasses.replace(limits, max_connections=allowed), where, loop)
     server: asyncio.AbstractServer | None = None
+    cleanup: asyncio.Future | None = None
 
     def connection() -> GuardedHandler:
         assert runner.server is not None
         return GuardedHandler(runner.server, guard, loop=loop, access_log_class=AccessLogger, access_log=access_log)
 
-    try:
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("%s received", sig.name)
+        stop.set()
+
+    def on_second_signal(sig: signal.Signals) -> None:  # a signal while stopping cuts the running downloads
+        if cleanup is not None:
+            log.warning("%s received again: cutting running downloads", sig.name)
+            cleanup.cancel()
+
+    with contextlib.ExitStack() as signals:
         try:
+            try:
+                if unix_path is not None:
+                    server = await loop.create_unix_server(connection, unix_path, backlog=LISTEN_BACKLOG)
+                else:
+                    server = await loop.create_server(
+                        connection, host, port, ssl=ssl_context, backlog=LISTEN_BACKLOG,
+                        ssl_handshake_timeout=limits.header_timeout if ssl_context is not None else None,
+                    )
+            except OSError as exc:
+                raise ConfigError(f"web server cannot listen on {where}: {exc.strerror or exc}") from None
             if unix_path is not None:
-                server = await loop.create_unix_server(connection, unix_path, backlog=LISTEN_BACKLOG)
+                urls: list[str] = []
+                log.info("serving on unix socket %s", unix_path)
             else:
-                server = await loop.create_server(
-                    connection, host, port, ssl=ssl_context, backlog=LISTEN_BACKLOG,
-                    ssl_handshake_timeout=limits.header_timeout if ssl_context is not None else None,
-                )
-        except OSError as exc:
-            raise ConfigError(f"web server cannot listen on {where}: {exc.strerror or exc}") from None
-        if unix_path is not None:
-            urls: list[str] = []
-            log.info("serving on unix socket %s", unix_path)
-        else:
-            bound_port = server.sockets[0].getsockname()[1] if server.sockets else port
-            guard.where = host_port(host, bound_port)
-            urls = subscription_urls(host, bound_port, tls=ssl_context is not None,
-                                     hostname=public_name or socket.gethostname())
-            if announce:
-                log.info("serving on %s; subscription URL: %s", guard.where, " ".join(urls))
-            else:
-                log.info("serving on %s", guard.where)
-        if on_started is not None:
-            on_started(urls)
-        if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, _on_signal, stop, sig)
-                signals.append(sig)
-        await stop.wait()
-        log.info("web server stopping: no new connections; running downloads get up to %gs", shutdown_grace)
-    finally:
-        if server is not None:
-            server.close()  # stop listening; the connections are the runner's to drain
-        cleanup = asyncio.ensure_future(runner.cleanup())
-        for sig in signals:  # a second signal cuts the running downloads
-            loop.add_signal_handler(sig, _on_second_signal, cleanup, sig)
-        cutter = asyncio.ensure_future(cut_event.wait()) if cut_event is not None else None
-        if cutter is not None:
-            cutter.add_done_callback(lambda _: cleanup.cancel())
-        try:
-            await cleanup
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if not cleanup.cancelled() or (task is not None and task.cancelling()):
-                raise
+                bound_port = server.sockets[0].getsockname()[1] if server.sockets else port
+                guard.where = host_port(host, bound_port)
+                urls = subscription_urls(host, bound_port, tls=ssl_context is not None,
+                                         hostname=public_name or socket.gethostname())
+                if announce:
+                    log.info("serving on %s; subscription URL: %s", guard.where, " ".join(urls))
+                else:
+                    log.info("serving on %s", guard.where)
+            if on_started is not None:
+                on_started(urls)
+            if handle_signals:
+                signals.enter_context(capture_signals(on_signal, on_second_signal, stopping=stop.is_set))
+            await stop.wait()
+            log.info("web server stopping: no new connections; running downloads get up to %gs", shutdown_grace)
         finally:
+            if server is not None:
+                server.close()  # stop listening; the connections are the runner's to drain
+            cleanup = drain = asyncio.ensure_future(runner.cleanup())
+            cutter = asyncio.ensure_future(cut_event.wait()) if cut_event is not None else None
             if cutter is not None:
-                cutter.cancel()
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            guard.refusals.close()
-            if accept_filter is not None:
-                accept_filter.uninstall(loop)
-            release_files(allowed)
+                cutter.add_done_callback(lambda _: drain.cancel())
+            try:
+                await drain
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if not drain.cancelled() or (task is not None and task.cancelling()):
+                    raise
+            finally:
+                if cutter is not None:
+                    cutter.cancel()
+                guard.refusals.close()
+                if accept_filter is not None:
+                    accept_filter.uninstall(loop)
+                release_files(allowed)
     log.info("web server stopped")
-
-
-def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
-    log.info("%s received", sig.name)
-    stop.set()
-
-
-def _on_second_signal(cleanup: asyncio.Future, sig: signal.Signals) -> None:
-    log.warning("%s received again: cutting running downloads", sig.name)
-    cleanup.cancel()
