@@ -203,6 +203,9 @@ class Engine:
         """Remove every container and network, then the namespace."""
         self.podman("rm", "-f", "-a", "-t", "5", check=False, timeout=120)
         self.podman("network", "prune", "-f", check=False)
+        overlay = self.root / "storage/overlay"  # the driver's own mount, if podman left it
+        if os.path.ismount(overlay):
+            run(["umount", str(overlay)], check=False)
         if self.holder is not None:
             self.holder.kill()
             self.holder.wait(10)
