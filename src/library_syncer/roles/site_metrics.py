@@ -1,10 +1,11 @@
-"""Prometheus metrics of a site (prometheus-client, in a registry of its own)."""
+"""Prometheus metrics of a site (prometheus-client, in a registry of its own: :mod:`..web.metrics`)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import Counter, Gauge, Histogram
 
 from ..sync.result import SyncResult
+from ..web.metrics import new_registry, render
 
 PREFIX = "library_syncer"
 
@@ -13,7 +14,7 @@ class ClientMetrics:
     """Sync, library and HTTP series of one client daemon; ``render()`` gives the exposition text."""
 
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry = new_registry()
         self.sync_duration = Histogram(
             f"{PREFIX}_sync_duration_seconds", "Duration of finished syncs", registry=r,
             buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 48 * 3600))
@@ -65,4 +66,4 @@ class ClientMetrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition."""
-        return generate_latest(self.registry)
+        return render(self.registry)

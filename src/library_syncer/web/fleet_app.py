@@ -1,38 +1,43 @@
-"""The server's small web server: fleet view, JSON API, Prometheus metrics, health.
+"""The server's small web server: the fleet view under ``/_syncer/``, the same layout as a site's.
 
-=================  ======  ===================================================
-path               access  answer
-=================  ======  ===================================================
-``/``              token   HTML fleet page (one row per site)
-``/api/fleet``     token   the fleet document (JSON, :meth:`Fleet.snapshot`)
-``/metrics``       token   Prometheus text (own registry, series below)
-``/healthz``       open    200 while sshd runs, else 503
-=================  ======  ===================================================
+=========================  ======  ===================================================
+path                       access  answer
+=========================  ======  ===================================================
+``/_syncer/``              read    HTML fleet page (one row per site)
+``/_syncer/api/fleet``     read    the fleet document (JSON, :meth:`Fleet.snapshot`)
+``/_syncer/metrics``       read    Prometheus text (own registry, series below)
+``/_syncer/healthz``       open    200 while sshd runs, else 503
+``/healthz``               open    the same (health checks that do not follow redirects)
+``/``, ``/api/fleet``,     read    308 to the paths above (the paths of earlier versions)
+``/metrics``
+=========================  ======  ===================================================
 
-"token": with an admin token set, ``Authorization: Bearer TOKEN`` or HTTP
-Basic with any user name and the token as password (so a browser can open the
-page); without one, open.
+The routes are the shared ops routes (:mod:`.ops`) with their one access rule:
+"read" needs the admin token when one is set (``Authorization: Bearer TOKEN`` or
+HTTP Basic with any user name and the token as password, so a browser can open
+the page); without one, it is open.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any, Callable, Iterator
+from functools import partial
+from typing import Iterator
 
-from aiohttp import hdrs, web
-from prometheus_client import CollectorRegistry, generate_latest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from ..fleet.model import RESULTS, STATES, Fleet
 from ..errors import ConfigError
+from ..fleet.model import RESULTS, STATES, Fleet
+from ..util.net import host_port
+from .metrics import new_registry, render
+from .ops import P, OpsSurface, add_ops_routes, check_access
 from .pages.fleet import render_fleet_page
-from .rules import check_admin_token
 from .runner import AccessLogger, access_log
 
 log = logging.getLogger(__name__)
-REALM = "library-syncer fleet"
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MOVED = {"/": "", "/api/fleet": "api/fleet", "/metrics": "metrics"}  # old path -> path under /_syncer/
 
 
 class FleetCollector:
@@ -89,47 +94,45 @@ class FleetCollector:
 
 def metrics_registry(fleet: Fleet) -> CollectorRegistry:
     """A registry of its own (not the process-global one) holding the fleet's series."""
-    registry = CollectorRegistry(auto_describe=False)
+    registry = new_registry()
     registry.register(FleetCollector(fleet))
     return registry
 
 
-def make_fleet_app(fleet: Fleet, *, token: str | None, refresh_seconds: int = 30) -> web.Application:
-    """The fleet web app (see the module doc for its paths)."""
+def fleet_surface(fleet: Fleet, *, refresh_seconds: int = 30) -> OpsSurface:
+    """The fleet page, ``api/fleet``, metrics and health (sshd up) as ops routes."""
     registry = metrics_registry(fleet)
 
-    @web.middleware
-    async def require_token(request: web.Request, handler: Callable) -> web.StreamResponse:
-        if token and request.path != "/healthz" and not check_admin_token(request.headers.get(hdrs.AUTHORIZATION), token):
-            raise web.HTTPUnauthorized(text="admin token required\n",
-                                       headers={hdrs.WWW_AUTHENTICATE: f'Basic realm="{REALM}", charset="UTF-8"'})
-        return await handler(request)
+    def health() -> tuple[bool, str]:
+        if fleet.snapshot()["sshd"]["up"]:
+            return True, "ok: sshd is running\n"
+        return False, "sshd is not running\n"
 
-    async def page(request: web.Request) -> web.Response:
-        html = render_fleet_page(fleet.snapshot(), refresh_seconds=refresh_seconds)
-        return web.Response(text=html, content_type="text/html", headers={"Cache-Control": "no-store"})
+    return OpsSurface("fleet", fleet.snapshot, partial(render_fleet_page, refresh_seconds=refresh_seconds),
+                      partial(render, registry), health=health)
 
-    async def api(request: web.Request) -> web.Response:
-        return web.json_response(fleet.snapshot(), dumps=_dumps, headers={"Cache-Control": "no-store"})
 
-    async def metrics(request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(registry), headers={hdrs.CONTENT_TYPE: METRICS_CONTENT_TYPE})
+def make_fleet_app(fleet: Fleet, *, token: str | None, refresh_seconds: int = 30) -> web.Application:
+    """The fleet web app (see the module doc for its paths)."""
+    surface = fleet_surface(fleet, refresh_seconds=refresh_seconds)
+    app = web.Application()
+    add_ops_routes(app, surface, token=token)
+
+    async def moved(request: web.Request) -> web.Response:
+        # The same rule as the new path: an old bookmark without the token learns nothing, and a
+        # browser that logged in here sends its credentials on to the new path (same realm).
+        check_access(request, "read", token=token, password=None)
+        target = P + MOVED[request.path]
+        raise web.HTTPPermanentRedirect(target + (f"?{request.query_string}" if request.query_string else ""))
 
     async def healthz(request: web.Request) -> web.Response:
-        if fleet.snapshot()["sshd"]["up"]:
-            return web.Response(text="ok: sshd is running\n")
-        return web.Response(status=503, text="sshd is not running\n")
+        alive, text = surface.health()
+        return web.Response(status=200 if alive else 503, text=text)
 
-    app = web.Application(middlewares=[require_token])
-    app.router.add_get("/", page)
-    app.router.add_get("/api/fleet", api)
-    app.router.add_get("/metrics", metrics)
+    for old in MOVED:
+        app.router.add_get(old, moved)
     app.router.add_get("/healthz", healthz)
     return app
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(data, indent=1)
 
 
 async def start_fleet_server(app: web.Application, host: str, port: int) -> web.AppRunner:
@@ -137,11 +140,11 @@ async def start_fleet_server(app: web.Application, host: str, port: int) -> web.
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2,
                            access_log_class=AccessLogger, access_log=access_log)
     await runner.setup()
-    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    shown = host_port(host, port)
     try:
         await web.TCPSite(runner, host, port).start()
     except OSError as exc:
         await runner.cleanup()
         raise ConfigError(f"setting fleet_port: cannot listen on {shown} ({exc.strerror or exc})") from None
-    log.info("fleet view, metrics and health on http://%s/", shown)
+    log.info("fleet view, metrics and health on http://%s%s", shown, P)
     return runner
