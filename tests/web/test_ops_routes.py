@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from library_syncer.fleet.model import Fleet
+from library_syncer.roles.site_status import client_status
 from library_syncer.util.fmt import iso_utc
 from library_syncer.web.app import create_app
 from library_syncer.web.fleet_app import make_fleet_app
@@ -122,3 +123,8 @@ def test_one_iso_time_format():
     assert iso_utc(when.astimezone(timezone(timedelta(hours=2)))) == "2026-05-01T21:00:03Z"
     assert iso_utc(None) is None
     assert fleet().snapshot()["generated_at"] == iso_utc(1_800_000_000.0)
+    # the site's status document (GET /_syncer/api/status) has the fleet's format
+    berlin = timezone(timedelta(hours=2))
+    doc = client_status(site="s", history=[], running=None, next_run=when.astimezone(berlin), published=None,
+                        now=when, stale_after=60, schedule="0 21 * * 5", tz=None, peer=None, thumbprint=None)
+    assert doc["now"] == doc["next_run"] == "2026-05-01T21:00:03Z"

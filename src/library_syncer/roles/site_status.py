@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import unquote
 
 from ..errors import OperationFailed
 from ..publish.generations import current_generation, current_root
+from ..util.fmt import iso_utc
 from ..util.fs import atomic_write
 from ..sync.result import SyncResult
 
@@ -60,8 +61,12 @@ def published_library(library: Path) -> dict[str, Any] | None:
     }
 
 
-def _iso(ts: float | None) -> str | None:
-    return None if ts is None else datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+_iso = iso_utc  # the one time format of the JSON documents
+
+
+def _run_doc(result: SyncResult) -> dict[str, Any]:
+    """A result in the status document: its ``to_dict()`` form with the document's time format."""
+    return {**result.to_dict(), "started": _iso(result.started), "ended": _iso(result.ended)}
 
 
 # --- history kept across restarts --------------------------------------------------------
@@ -148,9 +153,9 @@ def webhook_payload(event: str, result: SyncResult, *, site: str, host: str,
     """The small JSON document POSTed to the webhook."""
     return {
         "event": event, "site": site, "host": host, "run_id": result.run_id, "ok": result.ok,
-        "kind": result.kind, "reason": result.reason, "at": result.ended.isoformat(timespec="seconds"),
+        "kind": result.kind, "reason": result.reason, "at": _iso(result.ended),
         "held_back": dict(result.held_back),
-        "last_success": last_success.isoformat(timespec="seconds") if last_success else None,
+        "last_success": _iso(last_success),
     }
 
 
@@ -162,18 +167,18 @@ def client_status(*, site: str, history: list[SyncResult], running: str | None, 
     ready, why = readiness(published, last_success, now, stale_after)
     return {
         "site": site,
-        "now": now.isoformat(timespec="seconds"),
+        "now": _iso(now),
         "ready": ready,
         "ready_reason": why,
         "published": published,
         "held_back": held_back_now(history),
         "running": running,
-        "last_sync": history[-1].to_dict() if history else None,
-        "last_success": last_success.isoformat(timespec="seconds") if last_success else None,
-        "next_run": next_run.isoformat(timespec="seconds") if next_run else None,
+        "last_sync": _run_doc(history[-1]) if history else None,
+        "last_success": _iso(last_success),
+        "next_run": _iso(next_run),
         "schedule": schedule,
         "tz": tz or "UTC",
         "peer": peer,
         "tls_thumbprint": thumbprint,
-        "history": [r.to_dict() for r in reversed(history)],
+        "history": [_run_doc(r) for r in reversed(history)],
     }
