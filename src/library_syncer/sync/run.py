@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..publish import generations
 from ..transport import rsync as rs
 from ..transport.exitcodes import Outcome, classify
-from ..util.proc import RunLock, run as _run
+from ..util.proc import Proc, RunLock, run as run_child
 from ..vcsp.published import read_published
 from ..vcsp.manifest import update_manifest
 from .guard import delete_guard, publish_guard
@@ -37,6 +37,12 @@ log = logging.getLogger(__name__)
 RETRY_BASE_SECONDS = 10.0
 RETRY_CAP_SECONDS = 600.0
 
+
+
+def _run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: threading.Event | None) -> Proc:
+    """rsync (or ssh) through the child-process runner: rsync's environment and line cutting, no progress kept."""
+    return run_child(cmd, on_line=on_line, stop_event=stop_event, env=rs.child_env(), splitter=rs.LineSplitter,
+                     keep=lambda line: rs.parse_progress(line) is None)
 
 def remove_empty_items(staging: Path) -> list[str]:
     """Remove item folders that hold no file other than ``item.json`` (their item was deleted).

@@ -17,11 +17,18 @@ descriptors it inherits; it writes nothing there).  This also covers the one win
 the parent-death signal leaves open: the sync killed between the fork and setpriv
 arming the signal (microseconds) leaves an rsync that runs to its end, and no new
 run starts until it has.
+
+:class:`Child` is the same runner for the long-running children of an asyncio
+program (sshd, Caddy): a reader thread feeds their output lines to a callback, their
+exit is awaited without blocking the loop, and :meth:`Child.stop` sends SIGTERM,
+waits a grace and kills.
 """
 
 from __future__ import annotations
 
+import asyncio
 import codecs
+import contextlib
 import fcntl
 import os
 import shutil
@@ -30,10 +37,10 @@ import subprocess
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable, Mapping, Protocol
 
 from ..logs import in_context
-from ..transport import rsync as rs
+from .childenv import child_environ
 
 TERMINATE_GRACE_SECONDS = 10.0
 PDEATHSIG = ("setpriv", "--pdeathsig", "KILL")
@@ -72,18 +79,49 @@ def _missing(cmd: list[str]) -> Proc | None:
     return None
 
 
-def run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: threading.Event | None) -> Proc:
-    """Run a command, feeding stdout lines (split at CR/LF) to ``on_line``; stop it when asked.
+class Splitter(Protocol):
+    """Cuts a stream of text into lines (:class:`LineSplitter`, or rsync's own)."""
 
-    Stopping sends SIGTERM to the child's process group (rsync moves the partial file into
-    the partial dir), then SIGKILL after :data:`TERMINATE_GRACE_SECONDS`.
+    def feed(self, data: str) -> list[str]: ...
+
+    def close(self) -> list[str]: ...
+
+
+class LineSplitter:
+    """Split a stream of text into lines at ``\\n`` or ``\\r``; empty lines are dropped."""
+
+    def __init__(self) -> None:
+        self._rest = ""
+
+    def feed(self, data: str) -> list[str]:
+        *lines, self._rest = (self._rest + data).replace("\r", "\n").split("\n")
+        return [line for line in lines if line.strip()]
+
+    def close(self) -> list[str]:
+        rest, self._rest = self._rest, ""
+        return [rest] if rest.strip() else []
+
+
+def _keep_all(line: str) -> bool:
+    return True
+
+
+def run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: threading.Event | None,
+        env: Mapping[str, str] | None = None, splitter: Callable[[], Splitter] = LineSplitter,
+        keep: Callable[[str], bool] = _keep_all) -> Proc:
+    """Run a command, feeding stdout lines (cut by ``splitter``) to ``on_line``; stop it when asked.
+
+    ``env`` defaults to the secret-free child environment; the stdout kept in the result is
+    the lines ``keep`` accepts (bounded).  Stopping sends SIGTERM to the child's process group
+    (rsync moves the partial file into the partial dir), then SIGKILL after
+    :data:`TERMINATE_GRACE_SECONDS`.
     """
     if (missing := _missing(cmd)) is not None:
         return missing
     try:
         proc = subprocess.Popen(guarded(cmd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=rs.child_env(), start_new_session=True,
-                                pass_fds=held_fds())
+                                stderr=subprocess.PIPE, env=dict(env) if env is not None else child_environ(),
+                                start_new_session=True, pass_fds=held_fds())
     except OSError as exc:  # fork or pipe failed (resources): transient, like rsync's own IPC error
         return Proc(14, "", f"could not start {cmd[0]}: {exc.strerror}\n", False)
     stdout, stderr = proc.stdout, proc.stderr
@@ -93,14 +131,14 @@ def run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: th
 
     def read_out() -> None:
         decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        splitter = rs.LineSplitter()
+        lines = splitter()
         while chunk := os.read(stdout.fileno(), 65536):
-            for line in splitter.feed(decoder.decode(chunk)):
-                keep(out_lines, line)
+            for line in lines.feed(decoder.decode(chunk)):
+                _keep(out_lines, line, keep)
                 if on_line:
                     on_line(line)
-        for line in splitter.close():
-            keep(out_lines, line)
+        for line in lines.close():
+            _keep(out_lines, line, keep)
             if on_line:
                 on_line(line)
 
@@ -140,9 +178,9 @@ def run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: th
     return Proc(proc.returncode, "\n".join(out_lines), b"".join(err_chunks).decode("utf-8", "replace"), stopped)
 
 
-def keep(lines: list[str], line: str) -> None:
-    """Keep the non-progress lines (the stats block and messages), bounded."""
-    if rs.parse_progress(line) is None:
+def _keep(lines: list[str], line: str, keep: Callable[[str], bool]) -> None:
+    """Keep the lines ``keep`` accepts (rsync: the stats block and messages, not progress), bounded."""
+    if keep(line):
         lines.append(line)
         if len(lines) > 4000:
             del lines[:2000]
@@ -183,3 +221,66 @@ class RunLock:
             _held.fds = [fd for fd in getattr(_held, "fds", ()) if fd != self.fd]
             os.close(self.fd)
             self.fd = None
+
+
+class Child:
+    """A long-running child started from the asyncio loop's thread; ``proc`` is its :class:`subprocess.Popen`.
+
+    ``on_line`` gets every line (decoded, line end kept) of its stderr, or of stdout and
+    stderr together with ``merge_output``, in a reader thread that runs until every writer
+    of the pipe is gone (sshd's sessions inherit it).  ``guard`` starts it with the
+    parent-death signal (:func:`guarded`); ``new_session`` in a session of its own.
+    """
+
+    def __init__(self, cmd: list[str], *, env: Mapping[str, str], on_line: Callable[[str], None],
+                 merge_output: bool = False, guard: bool = False, new_session: bool = False,
+                 cwd: str | None = None) -> None:
+        self.proc = subprocess.Popen(
+            guarded(cmd) if guard else cmd, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if merge_output else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+            env=dict(env), cwd=cwd, start_new_session=new_session,
+        )
+        stream = self.proc.stdout if merge_output else self.proc.stderr
+        assert stream is not None
+        self._reader = threading.Thread(target=self._read, args=(stream, on_line), daemon=True)
+        self._reader.start()
+        self._exited = asyncio.ensure_future(asyncio.to_thread(self.proc.wait))  # exit of the process alone
+
+    @staticmethod
+    def _read(stream: IO[bytes], on_line: Callable[[str], None]) -> None:
+        with stream:
+            for raw in stream:
+                on_line(raw.decode("utf-8", "replace"))
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit code once the child has exited (negative: killed by that signal), else None."""
+        return self.proc.returncode
+
+    @property
+    def exited(self) -> asyncio.Future:
+        """Done when the child has exited (its pipe may still be read)."""
+        return self._exited
+
+    async def wait(self) -> int:
+        """Wait until the child exits; its exit code."""
+        return await asyncio.shield(self._exited)
+
+    async def lines_done(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until every line of the output has been handed on."""
+        await asyncio.to_thread(self._reader.join, timeout)
+
+    async def stop(self, grace: float, *, on_kill: Callable[[], None] | None = None) -> int:
+        """SIGTERM, then SIGKILL after ``grace`` seconds (``on_kill`` is called first); the exit code."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._exited), grace)
+            except asyncio.TimeoutError:
+                if on_kill is not None:
+                    on_kill()
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+        return await asyncio.shield(self._exited)

@@ -14,19 +14,19 @@ waits for the certificate and reports the SHA-1 thumbprint vCenter pins.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import ssl
+import subprocess
 import time
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import ConfigError, OperationFailed
+from ..util.proc import Child
 from .caddy_config import caddy_config, caddy_env, fold_log_line
 from .tls import format_thumbprint
 
@@ -54,23 +54,23 @@ class CaddyFront:
         self.https_port = self.config["apps"]["http"]["https_port"]
         self.http_port = self.config["apps"]["http"]["http_port"]
         self.caddy = caddy or "caddy"
-        self.proc: asyncio.subprocess.Process | None = None
+        self.child: Child | None = None
+        self.proc: subprocess.Popen | None = None  # the child's process (pid, returncode)
         self.last_error: str | None = None
         self.last_thumbprint: str | None = None
-        self._reader: asyncio.Task | None = None
         self._started = False
 
     # -- state -----------------------------------------------------------------------------
     @property
     def returncode(self) -> int | None:
         """Caddy's exit code once it has exited, else None (also None before start)."""
-        return self.proc.returncode if self.proc is not None else None
+        return self.child.returncode if self.child is not None else None
 
     async def wait(self) -> int:
         """Wait until Caddy exits (for whatever reason); its exit code."""
-        if self.proc is None:
+        if self.child is None:
             raise RuntimeError("caddy was not started")
-        return await self.proc.wait()
+        return await self.child.wait()
 
     def _connect_host(self) -> str:
         host = self.settings.http_host
@@ -127,12 +127,9 @@ class CaddyFront:
         log.info("starting caddy (HTTPS for %s on port %d, ACME HTTP port %d, CA %s) in front of %s",
                  self.settings.tls_name, self.https_port, self.http_port,
                  self.settings.acme_ca or "Let's Encrypt", self.upstream)
-        self.proc = await asyncio.create_subprocess_exec(
-            exe, "run", "--config", str(config),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            env=env, cwd=str(self.data_dir), start_new_session=True,
-        )
-        self._reader = asyncio.create_task(self._read_log())
+        self.child = Child([exe, "run", "--config", str(config)], env=env, on_line=self._log_line,
+                           merge_output=True, new_session=True, cwd=str(self.data_dir))
+        self.proc = self.child.proc
         try:
             thumb = await self._wait_certificate(timeout)
         except BaseException:
@@ -147,12 +144,10 @@ class CaddyFront:
         deadline = time.monotonic() + timeout
         delay = 0.05
         while True:
-            if self.proc is not None and self.proc.returncode is not None:
-                if self._reader is not None:  # take in the last log lines, for the message
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(self._reader), 2)
+            if self.child is not None and self.child.returncode is not None:
+                await self.child.lines_done(2)  # take in the last log lines, for the message
                 raise OperationFailed(
-                    f"caddy exited with code {self.proc.returncode} while starting HTTPS for "
+                    f"caddy exited with code {self.child.returncode} while starting HTTPS for "
                     f"TLS_NAME={self.settings.tls_name}" + (f": {self.last_error}" if self.last_error else "")
                 )
             thumb = await asyncio.to_thread(self.thumbprint, 2.0)
@@ -168,46 +163,31 @@ class CaddyFront:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)
 
-    async def _read_log(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while True:
-            raw = await self.proc.stdout.readline()
-            if not raw:
-                return
-            level, message = fold_log_line(raw.decode("utf-8", "replace"))
-            if not message:
-                continue
-            if level >= logging.ERROR:
-                self.last_error = message
-            caddy_log.log(level, "%s", message)
-            if self._started and "replaced certificate in cache" in message:
-                # A renewal: show the new thumbprint vCenter will be asked to confirm.
-                thumb = await asyncio.to_thread(self.thumbprint)
-                self.last_thumbprint = thumb or self.last_thumbprint
-                log.warning("HTTPS for %s: certificate renewed, new SHA-1 thumbprint %s",
-                            self.settings.tls_name, thumb)
+    def _log_line(self, line: str) -> None:
+        """One line of Caddy's output (the child's reader thread): folded into our log."""
+        level, message = fold_log_line(line)
+        if not message:
+            return
+        if level >= logging.ERROR:
+            self.last_error = message
+        caddy_log.log(level, "%s", message)
+        if self._started and "replaced certificate in cache" in message:
+            # A renewal: show the new thumbprint vCenter will be asked to confirm.
+            thumb = self.thumbprint()
+            self.last_thumbprint = thumb or self.last_thumbprint
+            log.warning("HTTPS for %s: certificate renewed, new SHA-1 thumbprint %s",
+                        self.settings.tls_name, thumb)
 
     async def stop(self, timeout: float | None = None) -> int | None:
         """Stop Caddy gracefully (SIGTERM; running downloads get the shutdown grace), then kill.
 
         Returns Caddy's exit code (None if it was never started).
         """
-        proc = self.proc
-        if proc is None:
+        child = self.child
+        if child is None:
             return None
-        if timeout is None:
-            timeout = self.settings.shutdown_grace_seconds + 5
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout)
-            except asyncio.TimeoutError:
-                log.warning("caddy did not stop within %gs: killing it", timeout)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError):
-                await asyncio.wait_for(self._reader, 5)
-        return proc.returncode
+        grace = self.settings.shutdown_grace_seconds + 5 if timeout is None else timeout
+        code = await child.stop(grace, on_kill=lambda: log.warning("caddy did not stop within %gs: killing it",
+                                                                    grace))
+        await child.lines_done(5)
+        return code
