@@ -21,9 +21,10 @@ def command(print_host_key: bool, **kwargs) -> None:
     As root, sites log in as the syncer account (created with SYNCER_UID if
     missing); with --unprivileged, or as another user, as the current user.
     SIGHUP re-reads the keys folder; SIGTERM stops the server. With --fleet-port,
-    a small web server shows the fleet of sites (/), as JSON (/api/fleet),
-    Prometheus metrics (/metrics) and health (/healthz); the admin token, when
-    set, guards all but /healthz.
+    a small web server shows the fleet of sites (/_syncer/), as JSON
+    (/_syncer/api/fleet), Prometheus metrics (/_syncer/metrics) and health
+    (/_syncer/healthz, also /healthz); the admin token, when set, guards all but
+    health.
     """
     from ..roles import server
 
