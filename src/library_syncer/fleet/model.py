@@ -205,7 +205,7 @@ class Fleet:
     # --- outputs --------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """The fleet as a JSON-able document (what ``/api/fleet`` returns)."""
+        """The fleet as a JSON-able document (what ``/_syncer/api/fleet`` returns)."""
         with self._lock:
             now = self.clock()
             running: dict[str, list[_Conn]] = {}

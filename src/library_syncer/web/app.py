@@ -9,7 +9,7 @@ optional password.
 The library route matches every path except those under :data:`RESERVED_PREFIX`,
 so other modules may add routes there (``app.router.add_get(RESERVED_PREFIX +
 "status", ...)``) before the app starts.  The library password does not apply
-under that prefix: routes there check access themselves (web/status.py does).
+under that prefix: routes there check access themselves (web/ops.py does).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ class _Library:
 def _auth_middleware(password: str):
     @web.middleware
     async def auth(request: web.Request, handler):
-        # The reserved prefix does its own access checks (web/status.py).
+        # The reserved prefix does its own access checks (web/ops.py).
         if request.path.startswith(RESERVED_PREFIX) or check_basic_auth(
             request.headers.get(hdrs.AUTHORIZATION), password
         ):

@@ -1,4 +1,4 @@
-"""The fleet page as HTML, from the ``/api/fleet`` document (pure function, no I/O).
+"""The fleet page as HTML, from the ``/_syncer/api/fleet`` document (pure function, no I/O).
 
 One self-contained page: inline CSS, no script, every value escaped. A table on
 a wide screen, one card per site on a phone; it reloads itself (meta refresh).
