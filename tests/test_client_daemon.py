@@ -9,6 +9,7 @@ import subprocess
 import urllib.request
 
 from library_syncer.sample import make_sample_library
+from inprocess import run_cli
 from server_fixture import running_server
 from support import cli, cli_popen, free_port, wait_until
 
@@ -56,7 +57,7 @@ def test_client_requires_peer(tmp_path):
 
 
 def test_client_bad_schedule_is_one_line(tmp_path):
-    r = cli("client", env={"SYNC_PEER": "127.0.0.1", "SYNC_SCHEDULE": "every friday"})
+    r = run_cli("client", env={"SYNC_PEER": "127.0.0.1", "SYNC_SCHEDULE": "every friday"})
     assert r.returncode == 2
     assert "sync_schedule" in r.stderr and "SYNC_SCHEDULE" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 

@@ -1,5 +1,6 @@
-"""`library-syncer client` start-up: every bad input is one line naming the setting, before anything starts;
-trust on first use logs the pinned key's fingerprint once (real CLI, real sshd on loopback)."""
+"""`library-syncer client` start-up: every bad input is one line naming the setting, before anything starts
+(the CLI in-process; a read-only bind mount in a real process); trust on first use logs the pinned key's
+fingerprint once (real CLI, real sshd on loopback)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from library_syncer.transport import ssh
+from inprocess import run_cli
 from server_fixture import running_server
 from support import cli, free_port, require_tool
 
@@ -42,7 +44,7 @@ def _one_line(r: subprocess.CompletedProcess, *needles: str) -> str:
 
 def test_a_library_that_is_a_file(tmp_path):
     (tmp_path / "libfile").write_text("not a folder")
-    r = cli("client", env=_site_env(tmp_path, SYNCER_LIBRARY=str(tmp_path / "libfile")), timeout=60)
+    r = run_cli("client", env=_site_env(tmp_path, SYNCER_LIBRARY=str(tmp_path / "libfile")))
     _one_line(r, "setting library:", "libfile is not a folder")
 
 
@@ -57,7 +59,7 @@ def test_a_read_only_library(tmp_path):
     env.update(_site_env(tmp_path, SYNCER_LIBRARY=str(library)))
     script = 'mount --bind -o ro "$1" "$1" && exec "$2" -m library_syncer client'
     r = subprocess.run([unshare, "-m", "--propagation", "private", "sh", "-c", script, "sh", str(library),
-                        sys.executable], env=env, capture_output=True, text=True, timeout=60)
+                        sys.executable], env=env, capture_output=True, text=True)
     _one_line(r, f"setting library: folder {library} is not writable (read-only file system)")
     assert not (library / ".library-syncer").exists()
 
@@ -68,7 +70,7 @@ def test_a_known_hosts_file_that_is_not_utf8(tmp_path, content):
     kh.write_bytes(content)
     env = _site_env(tmp_path, SYNC_KNOWN_HOSTS=str(kh))
     del env["SYNC_HOST_KEY"]
-    r = cli("client", env=env, timeout=60)
+    r = run_cli("client", env=env)
     _one_line(r, f"setting sync_known_hosts: file {kh} is not a known_hosts file: not UTF-8 text", "line 1")
 
 
@@ -77,7 +79,7 @@ def test_a_known_hosts_file_without_the_servers_key(tmp_path):
     kh.write_text(f"[10.9.9.9]:2222 {KEY}\n")
     env = _site_env(tmp_path, SYNC_KNOWN_HOSTS=str(kh))
     del env["SYNC_HOST_KEY"]
-    r = cli("client", env=env, timeout=60)
+    r = run_cli("client", env=env)
     _one_line(r, f"setting sync_known_hosts: file {kh} has no host key for [127.0.0.1]:{env['SYNC_PORT']}")
 
 
@@ -86,7 +88,7 @@ def test_a_recorded_trust_on_first_use_file_that_is_not_utf8(tmp_path):
     (tmp_path / "state" / "known_hosts").write_bytes(b"\x80garbage\n")
     env = _site_env(tmp_path)
     del env["SYNC_HOST_KEY"]
-    r = cli("client", env=env, timeout=60)
+    r = run_cli("client", env=env)
     _one_line(r, "setting state_dir: trust-on-first-use file", "not UTF-8 text", "remove it")
 
 
@@ -111,7 +113,7 @@ def test_a_web_port_in_use_is_the_one_error_and_no_sync_starts(tmp_path, setting
     env = _site_env(tmp_path, SYNCER_STATUS_PORT=str(free_port()))
     busy = int(env["SYNCER_HTTP_PORT"] if setting == "http_port" else env["SYNCER_STATUS_PORT"])
     with _listening_socket(busy):
-        r = cli("client", env=env, timeout=60)
+        r = run_cli("client", env=env)
     _one_line(r, f"setting {setting}: cannot listen on 127.0.0.1 port {busy}", "in use")
     assert "sync" not in r.stdout and not (tmp_path / "L" / ".library-syncer" / "staging").exists()
 
@@ -144,11 +146,11 @@ def test_trust_on_first_use_logs_the_fingerprint_once_when_pinned(tmp_path):
 
 
 def test_a_web_address_that_is_not_this_hosts(tmp_path):
-    r = cli("client", env=_site_env(tmp_path, SYNCER_HTTP_HOST="192.0.2.1"), timeout=60)  # TEST-NET-1: bind only
+    r = run_cli("client", env=_site_env(tmp_path, SYNCER_HTTP_HOST="192.0.2.1"))  # TEST-NET-1: bind only
     _one_line(r, "setting http_host: cannot listen on 192.0.2.1, not an address of this host")
 
 
 def test_a_state_folder_that_is_a_file(tmp_path):
     (tmp_path / "statefile").write_text("")
-    r = cli("client", env=_site_env(tmp_path, SYNCER_STATE_DIR=str(tmp_path / "statefile")), timeout=60)
+    r = run_cli("client", env=_site_env(tmp_path, SYNCER_STATE_DIR=str(tmp_path / "statefile")))
     _one_line(r, "setting state_dir: cannot create folder", "statefile")

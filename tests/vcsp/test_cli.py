@@ -1,10 +1,12 @@
-"""``library-syncer manifest`` run as a real subprocess."""
+"""``library-syncer manifest`` run as a real subprocess; its bad input and the library setting through the CLI
+in-process."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from inprocess import run_cli
 from support import cli
 
 from .helpers import put, template
@@ -40,18 +42,18 @@ def test_manifest_command(tmp_path: Path):
 
 
 def test_manifest_command_bad_input(tmp_path: Path):
-    missing = cli("manifest", tmp_path / "nope")
+    missing = run_cli("manifest", tmp_path / "nope")
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"library-syncer: error: library folder {tmp_path / 'nope'}: does not exist"
     put(tmp_path / "f", "x")
-    not_dir = cli("manifest", "--check", tmp_path / "f")
+    not_dir = run_cli("manifest", "--check", tmp_path / "f")
     assert not_dir.returncode == 2 and "is not a folder" in not_dir.stderr
-    empty_name = cli("manifest", tmp_path, "--name", "")
+    empty_name = run_cli("manifest", tmp_path, "--name", "")
     assert empty_name.returncode == 2 and "library_name" in empty_name.stderr
 
 
 def test_manifest_path_from_library_setting(tmp_path: Path):
     put(tmp_path / "lib" / "i" / "a.iso", "a")
-    done = cli("manifest", env={"SYNCER_LIBRARY": str(tmp_path / "lib")})
+    done = run_cli("manifest", env={"SYNCER_LIBRARY": str(tmp_path / "lib")})
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "lib" / "lib.json").is_file()

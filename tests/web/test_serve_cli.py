@@ -1,4 +1,5 @@
-"""``library-syncer serve`` as a real process: start-up output, TLS, errors, password, SIGTERM."""
+"""``library-syncer serve`` as a real process: start-up output, TLS, password, SIGTERM; its errors through
+the CLI in-process."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from support import cli, cli_popen, free_port, wait_until
+from inprocess import run_cli
+from support import cli_popen, free_port, wait_until
 
 from .helpers import make_cert, openssl_sha1, sparse_file
 
@@ -133,30 +135,30 @@ def test_tls_errors(library, tmp_path):
         (["--cert", cert, "--key", enc_key], f"TLS key {enc_key}: the key is protected by a passphrase"),
     ]
     for extra, message in cases:
-        line = _error_line(cli(*base, *extra, timeout=30))
+        line = _error_line(run_cli(*base, *extra))
         assert line.startswith("library-syncer: error: " + message), line
-    line = _error_line(cli(*base, env={"TLS_CUSTOM_CERT": "true", "SYNCER_CERTS_DIR": str(tmp_path / "none")}))
+    line = _error_line(run_cli(*base, env={"TLS_CUSTOM_CERT": "true", "SYNCER_CERTS_DIR": str(tmp_path / "none")}))
     assert f"TLS certificate {tmp_path / 'none' / 'cert.pem'}: cannot read" in line
 
 
 def test_start_errors(library, tmp_path):
-    line = _error_line(cli("serve", tmp_path / "nope", "--host", "127.0.0.1", "--port", str(free_port())))
+    line = _error_line(run_cli("serve", tmp_path / "nope", "--host", "127.0.0.1", "--port", str(free_port())))
     assert line == f"library-syncer: error: library folder {tmp_path / 'nope'}: does not exist"
-    line = _error_line(cli("serve", library / "lib.json", "--host", "127.0.0.1", "--port", str(free_port())))
+    line = _error_line(run_cli("serve", library / "lib.json", "--host", "127.0.0.1", "--port", str(free_port())))
     assert line.endswith("lib.json: is not a folder")
-    line = _error_line(cli("serve", library, "--port", "0"))
+    line = _error_line(run_cli("serve", library, "--port", "0"))
     assert "http_port" in line and "--port" in line
-    line = _error_line(cli("serve", library, "--port", "1", "--password-file", tmp_path / "nopw"))
+    line = _error_line(run_cli("serve", library, "--port", "1", "--password-file", tmp_path / "nopw"))
     assert f"library_password_file {tmp_path / 'nopw'}: cannot read" in line
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        line = _error_line(cli("serve", library, "--host", "127.0.0.1", "--port", str(port)))
+        line = _error_line(run_cli("serve", library, "--host", "127.0.0.1", "--port", str(port)))
     assert line.startswith(f"library-syncer: error: web server cannot listen on 127.0.0.1:{port}: ")
-    line = _error_line(cli("serve", library, "--host", "192.0.2.1", "--port", str(free_port())))
+    line = _error_line(run_cli("serve", library, "--host", "192.0.2.1", "--port", str(free_port())))
     assert "cannot listen on 192.0.2.1:" in line
-    line = _error_line(cli("serve", library, "--port", "1", env={"TLS_NAME": "lib.example.org"}))
+    line = _error_line(run_cli("serve", library, "--port", "1", env={"TLS_NAME": "lib.example.org"}))
     assert "tls_name (lib.example.org): serve has no automatic ACME certificate" in line
 
 
