@@ -132,7 +132,7 @@ def check_basic_auth(header: str | None, password: str) -> bool:
 
 
 def www_authenticate() -> str:
-    """The WWW-Authenticate header value of a 401 answer."""
+    """The WWW-Authenticate header value of every 401 answer (library, site ops, fleet view): one realm."""
     return f'Basic realm="{REALM}", charset="UTF-8"'
 
 
@@ -199,7 +199,7 @@ def check_admin_token(header: str | None, token: str) -> bool:
 
 def status_access(action: str, *, header: str | None, token: str | None, password: str | None,
                   loopback: bool) -> bool:
-    """Whether a request to the status endpoints may proceed.
+    """Whether a request to the ops routes under ``/_syncer/`` (a site's or the fleet view's) may proceed.
 
     ``action``: ``health`` (always), ``read`` (page, API, metrics: the admin token when one
     is set, else the library password when one is set, else open), ``write`` (on-demand
