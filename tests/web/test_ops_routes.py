@@ -128,3 +128,13 @@ def test_one_iso_time_format():
     doc = client_status(site="s", history=[], running=None, next_run=when.astimezone(berlin), published=None,
                         now=when, stale_after=60, schedule="0 21 * * 5", tz=None, peer=None, thumbprint=None)
     assert doc["now"] == doc["next_run"] == "2026-05-01T21:00:03Z"
+
+
+def test_status_command_shows_the_next_run_in_the_site_zone(capsys):
+    from library_syncer.cli.status import _print
+
+    when = datetime(2026, 5, 1, 19, 0, tzinfo=timezone.utc)
+    doc = client_status(site="s", history=[], running=None, next_run=when, published=None, now=when,
+                        stale_after=60, schedule="0 21 * * 5", tz="Europe/Berlin", peer=None, thumbprint=None)
+    _print(doc)
+    assert "next run:  2026-05-01T21:00:00+02:00 (schedule 0 21 * * 5, Europe/Berlin)" in capsys.readouterr().out

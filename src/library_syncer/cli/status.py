@@ -13,6 +13,7 @@ import asyncio
 import json
 import ssl
 import time
+from datetime import datetime
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -23,6 +24,7 @@ from ..config import Settings
 from ..util.fmt import human_bytes
 from ..util.net import is_wildcard
 from ..errors import ConfigError, OperationFailed
+from ..web.pages.site import site_zone
 from ..web.rules import is_loopback
 
 
@@ -85,6 +87,13 @@ async def _call(method: str, url: str, token: str | None,
         raise OperationFailed(f"cannot reach the client at {url}: {exc or type(exc).__name__}") from None
 
 
+def _in_site_zone(when: str | None, tz: str | None) -> str:
+    """A time of the status document (UTC) in the site's zone with its offset, as its schedule reads."""
+    if not when:
+        return "-"
+    return datetime.fromisoformat(when).astimezone(site_zone(tz)).isoformat(timespec="seconds")
+
+
 def _print(st: dict) -> None:
     pub, last = st.get("published"), st.get("last_sync")
     click.echo(f"{st['site']}: {'ready' if st['ready'] else 'NOT READY (' + st['ready_reason'] + ')'}")
@@ -99,7 +108,7 @@ def _print(st: dict) -> None:
                    f"{last['duration_seconds']:.0f}s, {human_bytes(last['wire_bytes'])} on the wire")
     if st.get("running"):
         click.echo(f"  running:   {st['running']}")
-    click.echo(f"  next run:  {st.get('next_run') or '-'} (schedule {st['schedule']}, {st['tz']})")
+    click.echo(f"  next run:  {_in_site_zone(st.get('next_run'), st.get('tz'))} (schedule {st['schedule']}, {st['tz']})")
     for item in (pub or {}).get("items", []):
         click.echo(f"    {item['name']:<40} {str(item['type']):<10} {human_bytes(item['size']):>10}  "
                    f"v{item['version']}")
