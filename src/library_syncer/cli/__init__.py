@@ -1,7 +1,8 @@
 """The ``library-syncer`` command line: one group, one module per subcommand.
 
-Subcommands declare the settings they accept with :func:`setting_options`;
-the flag help names the environment variable and default of each setting, and
+Subcommands declare the settings they accept with :func:`setting_options`
+(a role's settings groups, or single fields); the flag help names the
+environment variable and default of each setting, and
 :func:`settings_from` merges flags, environment and ``--config`` TOML.
 """
 
@@ -15,7 +16,7 @@ from typing import Any, Callable
 import click
 
 from .. import __version__, logs
-from ..config import Settings, env_names, load_settings
+from ..config import Group, Settings, env_names, flag_fields, load_settings
 from ..errors import UserError
 
 # Subcommand modules, each defining a click command named ``command``.
@@ -24,16 +25,21 @@ SUBCOMMANDS = ["manifest", "serve", "server", "keys", "sync", "client", "status"
 _FLAGS_KEY = "_setting_flags"
 
 
-def setting_options(*fields: str, **renamed: str) -> Callable:
-    """Add a ``--flag`` for each setting field (``renamed`` maps field -> flag).
+def setting_options(*sources: Group | str, **renamed: str) -> Callable:
+    """Add a ``--flag`` for each field of the given settings groups and for each named field.
 
-    Every option defaults to None ("not given") so that environment, TOML and
-    model defaults apply underneath; its help shows the env var and default.
+    ``renamed`` maps a field to its flag (a field not in ``sources`` is added).  Every option
+    defaults to None ("not given") so that environment, TOML and model defaults apply
+    underneath; its help shows the env var and default.  Secrets never get a flag.
     """
+    fields: list[str] = []
+    for source in sources:
+        fields += [f for f in ([source] if isinstance(source, str) else flag_fields(source)) if f not in fields]
+    fields += [f for f in renamed if f not in fields]
 
     def decorate(func: Callable) -> Callable:
         flags: dict[str, str] = {}
-        for field in reversed(list(fields) + list(renamed)):
+        for field in reversed(fields):
             info = Settings.model_fields[field]
             flag = renamed.get(field) or "--" + field.replace("_", "-")
             flags[field] = flag

@@ -7,22 +7,11 @@ import asyncio
 import click
 
 from . import setting_options, settings_from
-from ..errors import ConfigError
-
-CLIENT_SETTINGS = (
-    "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts",
-    "sync_schedule", "sync_delay", "sync_delay_max_seconds", "sync_max_bw", "sync_timeout",
-    "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard", "sync_allow_mass_delete",
-    "library", "library_name", "library_browse", "library_password_file", "http_host", "http_port", "https_port",
-    "tls_name", "tls_custom_cert", "certs_dir", "tls_cert", "tls_key", "tz", "state_dir", "keys_dir",
-    "generation_grace_seconds", "status_port", "stale_after_seconds", "webhook_url", "admin_token_file",
-    "acme_ca", "acme_email", "acme_ca_root", "acme_http_port", "http_header_timeout_seconds",
-    "http_idle_timeout_seconds", "http_max_connections", "http_max_per_client",
-)
+from ..config import CLIENT_GROUPS
 
 
 @click.command("client")
-@setting_options(*CLIENT_SETTINGS)
+@setting_options(*CLIENT_GROUPS)
 def command(**values) -> None:
     """Run a remote site: serve the library, sync now, then on SYNC_SCHEDULE.
 
@@ -35,8 +24,7 @@ def command(**values) -> None:
     from ..roles.client import ClientDaemon, check_start
 
     settings = settings_from(click.get_current_context(), values)
-    if not settings.sync_peer:
-        raise ConfigError("setting sync_peer (SYNC_PEER / --sync-peer) is required for the client")
+    settings.require_peer("for the client")
     check_start(settings)  # one line naming the setting, before anything starts
     daemon = ClientDaemon(settings)
 

@@ -5,14 +5,11 @@ from __future__ import annotations
 import click
 
 from . import setting_options, settings_from
+from ..config import SERVER_GROUPS
 
 
 @click.command("server")
-@setting_options(
-    "library", "ssh_host", "state_dir", "syncer_uid", "syncer_user", "unprivileged", "allow_old_rsync",
-    "fleet_host", "fleet_port", "site_silent_after_seconds", "admin_token_file",
-    ssh_port="--port", keys_dir="--keys",
-)
+@setting_options(*SERVER_GROUPS, ssh_port="--port", keys_dir="--keys")
 @click.option("--print-host-key", is_flag=True,
               help="Print the host key line sites pin (generated if missing) and exit.")
 def command(print_host_key: bool, **kwargs) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from . import setting_options, settings_from
+from ..config import SYNC_GROUPS
 from ..sync.progress import EventLines
 from ..sync.result import Phase, RetryScheduled, SyncResult
 from ..sync.plan import prepare
@@ -21,12 +22,6 @@ from ..sync.run import run_sync
 from ..util.fmt import human_bytes
 from ..errors import ConfigError, OperationFailed
 from ..transport.rsync import FileChange, Progress
-
-SYNC_SETTINGS = (
-    "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts", "sync_max_bw",
-    "sync_timeout", "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard",
-    "sync_allow_mass_delete", "library", "library_name", "state_dir", "keys_dir", "generation_grace_seconds",
-)
 
 
 EXIT_DEGRADED = 3
@@ -93,7 +88,7 @@ def _run_in_thread(func, stop: threading.Event) -> SyncResult:
 
 
 @click.command("sync")
-@setting_options(*SYNC_SETTINGS)
+@setting_options(*SYNC_GROUPS)
 @click.option("--from-folder", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Pull from this local folder instead of SYNC_PEER (e.g. to seed a site from a shipped disk).")
 def command(from_folder: Path | None, **values) -> None:
@@ -109,8 +104,8 @@ def command(from_folder: Path | None, **values) -> None:
         if not from_folder.is_dir():
             raise ConfigError(f"--from-folder {from_folder}: is not a folder")
         source = str(from_folder.resolve())
-    elif not settings.sync_peer:
-        raise ConfigError("setting sync_peer (SYNC_PEER / --sync-peer) is required to sync")
+    else:
+        settings.require_peer()
     prepare(settings, source=source)  # bad settings and key files: exit 2 before anything runs
     stop = threading.Event()
     if sys.stderr.isatty():

@@ -48,22 +48,21 @@ def prepare(settings: Settings, *, source: str | None = None, startup: bool = Fa
         raise ConfigError(f"setting library: folder {library} is not writable{why}")
     rsh = pin = None
     if source is None:
-        if not settings.sync_peer:
-            raise ConfigError("setting sync_peer (SYNC_PEER / --sync-peer) is required to sync")
+        peer = settings.require_peer()
         key = settings.sync_key or settings.keys_dir / "id_ed25519"
         if not startup:
             key = ssh.usable_private_key(key, settings.resolved_state_dir())
         pin = ssh.pin_host_key(
-            settings.sync_peer, settings.sync_port, settings.resolved_state_dir(),
+            peer, settings.sync_port, settings.resolved_state_dir(),
             known_hosts=settings.sync_known_hosts, host_key=settings.sync_host_key,
         )
         if not startup:
-            ssh.first_use(pin, settings.sync_peer, settings.sync_port, timeout=settings.sync_connect_timeout)
+            ssh.first_use(pin, peer, settings.sync_port, timeout=settings.sync_connect_timeout)
         rsh = ssh.rsh_string(ssh.ssh_command(
             port=settings.sync_port, key=key, pin=pin,
             connect_timeout=settings.sync_connect_timeout, timeout=settings.sync_timeout,
         ))
-        source = rs.remote_source(settings.sync_user, settings.sync_peer)
+        source = rs.remote_source(settings.sync_user, peer)
     elif "::" not in source and ":" not in source.split("/", 1)[0]:
         source = str(source).rstrip("/") + "/"
     return SyncPlan(Layout(library), source, rsh, pin, settings.sync_timeout, settings.sync_max_bw)

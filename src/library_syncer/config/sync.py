@@ -1,0 +1,143 @@
+"""Settings groups of syncing: the server to pull from, the schedule, publishing."""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from datetime import datetime
+from pathlib import Path
+
+from cronsim import CronSim, CronSimError
+from pydantic import BaseModel, Field, field_validator
+
+from ..errors import ConfigError
+from .common import check_host_name, env
+
+# rsync --bwlimit syntax: a number with an optional unit suffix (K=1024 bytes by default).
+_BWLIMIT_RE = re.compile(r"^\d+(\.\d+)?([KMGkmg]([iI]?[bB])?)?$")
+
+
+class PublishSettings(BaseModel):
+    """Publishing: the library's name in its manifest and how long retired generations stay."""
+
+    library_name: str = Field(
+        "Library", validation_alias=env("LIBRARY_NAME"),
+        description="Display name of the Content Library (lib.json name)",
+    )
+    generation_grace_seconds: int = Field(
+        3600, ge=0, validation_alias=env("SYNCER_GENERATION_GRACE"),
+        description="Seconds an unpublished generation is kept for downloads still running",
+    )
+
+    @field_validator("library_name")
+    @classmethod
+    def _library_name_not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class SyncSettings(BaseModel):
+    """Sync: the server, its host key, the transfer's limits and the delete guard."""
+
+    sync_peer: str | None = Field(
+        None, validation_alias=env("SYNC_PEER"), description="Server host name or address"
+    )
+    sync_port: int = Field(
+        2222, ge=1, le=65535, validation_alias=env("SYNC_PORT"), description="Server SSH port"
+    )
+    sync_user: str = Field(
+        "syncer", validation_alias=env("SYNC_USER"), description="Account on the server"
+    )
+    sync_key: Path | None = Field(
+        None, validation_alias=env("SYNC_KEY"),
+        description="Site private key (default: keys folder/id_ed25519)",
+    )
+    sync_host_key: str | None = Field(
+        None, validation_alias=env("SYNC_HOST_KEY"),
+        description="Server host key to pin ('ssh-ed25519 AAAA...'); unset: trust on first use",
+    )
+    sync_known_hosts: Path | None = Field(
+        None, validation_alias=env("SYNC_KNOWN_HOSTS"),
+        description="known_hosts file holding the server's pinned host key",
+    )
+    sync_max_bw: str = Field(
+        "0", validation_alias=env("SYNC_MAX_BW", "SYNC_MAX_KBPS"),
+        description="Bandwidth cap in rsync --bwlimit syntax (KiB/s, or e.g. 1.5m); 0 = unlimited",
+    )
+    sync_timeout: int = Field(
+        300, ge=10, validation_alias=env("SYNC_TIMEOUT"),
+        description="Seconds without I/O after which a transfer is abandoned and retried",
+    )
+    sync_connect_timeout: int = Field(
+        30, ge=1, validation_alias=env("SYNC_CONNECT_TIMEOUT"),
+        description="Seconds allowed to connect to the server",
+    )
+    sync_retry_deadline: int = Field(
+        4 * 3600, ge=0, validation_alias=env("SYNC_RETRY_DEADLINE"),
+        description="Seconds a sync keeps retrying before it gives up until the next run",
+    )
+    sync_delete_guard: float = Field(
+        0.5, ge=0.0, le=1.0, validation_alias=env("SYNC_DELETE_GUARD"),
+        description="Refuse a sync that removes more than this share of the published items",
+    )
+    sync_allow_mass_delete: bool = Field(
+        False, validation_alias=env("SYNC_ALLOW_MASS_DELETE"),
+        description="Allow a sync to remove more items than the delete guard permits",
+    )
+
+    @field_validator("sync_peer")
+    @classmethod
+    def _sync_peer_host(cls, v: str | None) -> str | None:
+        return check_host_name(v)
+
+    @field_validator("sync_max_bw")
+    @classmethod
+    def _sync_max_bw_syntax(cls, v: str) -> str:
+        v = str(v).strip()
+        if not _BWLIMIT_RE.match(v):
+            raise ValueError("expected rsync --bwlimit syntax such as 0, 500, 1.5m or 2M")
+        return v
+
+    def require_peer(self, purpose: str = "to sync") -> str:
+        """The server to sync from; ConfigError (one line) when SYNC_PEER is unset."""
+        if not self.sync_peer:
+            raise ConfigError(f"setting sync_peer (SYNC_PEER / --sync-peer) is required {purpose}")
+        return self.sync_peer
+
+
+class ScheduleSettings(BaseModel):
+    """Schedule of the site's syncs: cron expression, time zone, random delay."""
+
+    tz: str | None = Field(None, validation_alias=env("TZ"), description="Time zone of the schedule")
+    sync_schedule: str = Field(
+        "0 21 * * 5", validation_alias=env("SYNC_SCHEDULE"),
+        description="Cron expression of the scheduled syncs (in TZ)",
+    )
+    sync_delay: bool = Field(
+        False, validation_alias=env("SYNC_DELAY"),
+        description="Wait a random delay before each scheduled sync",
+    )
+    sync_delay_max_seconds: int = Field(
+        21600, ge=0, validation_alias=env("SYNC_DELAY_MAX_SECONDS"),
+        description="Upper bound of the random delay, in seconds",
+    )
+
+    @field_validator("tz")
+    @classmethod
+    def _tz_known(cls, v: str | None) -> str | None:
+        if v:
+            try:
+                zoneinfo.ZoneInfo(v.lstrip(":"))
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {v!r}") from None
+        return v or None
+
+    @field_validator("sync_schedule")
+    @classmethod
+    def _sync_schedule_cron(cls, v: str) -> str:
+        try:
+            CronSim(v, datetime(2000, 1, 1))
+        except (CronSimError, ValueError) as exc:
+            raise ValueError(f"not a valid cron expression ({exc})") from None
+        return v
