@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from aiohttp import web
 
@@ -53,6 +53,10 @@ class SiteWeb:
     metrics_: ClientMetrics
     thumbprint: str | None
     front: CaddyFront | None
+    # what the status routes ask (web.ops.StatusSource), answered by the daemon
+    status: Callable[[], dict[str, Any]]
+    metrics: Callable[[], bytes]
+    start_sync: Callable[[str], tuple[bool, str]]
 
     def _apps(self):
         """The library app, and the status app when the status endpoints have a port of their own."""
