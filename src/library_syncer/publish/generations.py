@@ -189,7 +189,8 @@ def publish(library: Path, *, keep: frozenset[str] | set[str] = frozenset()) -> 
     try:
         link_tree(lay.staging, tmp, skip=keep)
         for folder in sorted(keep):
-            link_tree(current / folder, tmp / folder)  # type: ignore[operator]  # checked above
+            assert current is not None  # checked above: keeping items needs a published generation
+            link_tree(current / folder, tmp / folder)
         os.utime(tmp)
         os.rename(tmp, lay.generation(number))
     except BaseException:
