@@ -40,7 +40,7 @@ def test_stop_sends_sigterm_then_kills_after_the_grace():
         while not lines and time.monotonic() < deadline:  # the trap is set once it has spoken
             await asyncio.sleep(0.01)
         started = time.monotonic()
-        code = await child.stop(0.5, on_kill=lambda: killed.append(True))
+        code = await asyncio.wait_for(child.stop(0.5, on_kill=lambda: killed.append(True)), 10)
         return code, time.monotonic() - started
 
     code, took = asyncio.run(main("echo up; exec sleep 30"))
