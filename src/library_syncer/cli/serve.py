@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..config import ShutdownSettings
 from ..errors import ConfigError
 from . import setting_options, settings_from
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 @click.command("serve")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @setting_options(
-    "certs_dir", "tls_custom_cert", "shutdown_grace_seconds", "http_header_timeout_seconds",
+    "certs_dir", "tls_custom_cert", ShutdownSettings, "http_header_timeout_seconds",
     "http_idle_timeout_seconds", "http_max_connections", "http_max_per_client",
     http_host="--host", http_port="--port", library_browse="--browse",
     library_password_file="--password-file", tls_cert="--cert", tls_key="--key",

@@ -20,7 +20,7 @@ import aiohttp
 import click
 
 from . import setting_options, settings_from
-from ..config import Settings
+from ..config import AdminSettings, Settings, TlsSettings
 from ..util.fmt import human_bytes
 from ..util.net import is_wildcard
 from ..errors import ConfigError, OperationFailed
@@ -120,8 +120,7 @@ def _print(st: dict) -> None:
 @click.option("--sync-now", is_flag=True, help="Ask the client to start a sync now (not doubled if one runs).")
 @click.option("--wait", "wait_seconds", type=float, default=None, metavar="SECONDS",
               help="With --sync-now: wait up to SECONDS for that sync to finish; exit 1 if it failed.")
-@setting_options("http_host", "http_port", "https_port", "status_port", "admin_token_file", "tls_name",
-                 "tls_custom_cert", "certs_dir", "tls_cert", "tls_key")
+@setting_options("http_host", "http_port", "https_port", "status_port", AdminSettings, TlsSettings)
 def command(url: str | None, as_json: bool, sync_now: bool, wait_seconds: float | None, **values) -> None:
     """Show a running client's status (published library, last and next sync), or start a sync."""
     settings = settings_from(click.get_current_context(), values)
