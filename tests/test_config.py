@@ -1,10 +1,12 @@
-"""Settings precedence and one-line errors."""
+"""Settings precedence, one-line errors, and the role groups the flat model and the flags come from."""
 
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from library_syncer.config import load_settings
+from library_syncer.cli import main
+from library_syncer.config import CLIENT_GROUPS, GROUPS, SERVER_GROUPS, SYNC_GROUPS, Settings, flag_fields, load_settings
 from library_syncer.errors import ConfigError
 from support import cli
 
@@ -81,13 +83,6 @@ def test_readme_configuration_table_matches_the_model():
 
 
 # --- settings groups -----------------------------------------------------------------------
-
-from click.testing import CliRunner  # noqa: E402
-
-from library_syncer.cli import main  # noqa: E402
-from library_syncer.config import (  # noqa: E402
-    CLIENT_GROUPS, GROUPS, SERVER_GROUPS, SYNC_GROUPS, Settings, flag_fields,
-)
 
 
 def test_settings_is_the_union_of_the_groups():
