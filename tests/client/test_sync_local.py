@@ -16,6 +16,7 @@ from library_syncer.sync.guard import delete_guard
 from library_syncer.sync.run import remove_empty_items, run_sync
 from library_syncer.publish import generations as gen
 from library_syncer.transport.rsync import FileChange
+from inprocess import run_cli
 from support import cli, require_tool, wait_until
 
 
@@ -197,8 +198,8 @@ def test_cli_bad_settings_one_line_each(tmp_path):
         ({**peer, "SYNC_TIMEOUT": "abc"}, "sync_timeout"),
         ({**peer, "SYNCER_LIBRARY": "/proc/nope"}, "setting library: cannot create folder /proc/nope"),
     ]
-    for env, needle in cases:
-        p = cli("sync", env=env)
+    for env, needle in cases:  # the CLI in-process; the last run below is a real process
+        p = run_cli("sync", env=env)
         lines = p.stderr.strip().splitlines()
         assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (env, p.stderr)
         assert lines[0].startswith("library-syncer: error: ")
