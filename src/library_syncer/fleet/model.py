@@ -15,10 +15,8 @@ the established TCP connections to its ssh port (:func:`.peers.ssh_peers`) to
 :meth:`Fleet.reap`, which ends, as ``lost``, sessions whose connection was
 missing at two checks in a row.
 
-Times are wall-clock seconds from the ``clock`` given to :class:`Fleet` (the
-moment a line was read).  :meth:`Fleet.to_json` / :meth:`Fleet.from_json` keep
-the per-site history across restarts (the file: :mod:`.store`).  All methods are
-thread-safe.
+Times are wall-clock seconds from the ``clock`` given to :class:`Fleet`; :meth:`Fleet.to_json` and
+:meth:`Fleet.from_json` keep the history across restarts (:mod:`.store`). All methods are thread-safe.
 """
 
 from __future__ import annotations
