@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from support import cli, cli_popen, free_port, require_tool, stop_process, wait_until
+from inprocess import run_cli
+from support import cli_popen, free_port, require_tool, stop_process, wait_until
 
 _host_keys_cache: Path | None = None
 
@@ -82,7 +83,7 @@ def _seed_host_keys(state_dir: Path, work: Path) -> None:
     global _host_keys_cache
     if _host_keys_cache is None or not _host_keys_cache.exists():
         cache = Path(tempfile.mkdtemp(prefix="syncer-hostkeys-"))
-        r = cli("server", "--unprivileged", "--state-dir", cache, "--print-host-key")
+        r = run_cli("server", "--unprivileged", "--state-dir", cache, "--print-host-key")
         assert r.returncode == 0, r.stderr
         _host_keys_cache = cache
     shutil.copytree(_host_keys_cache / "host_keys", state_dir / "host_keys", dirs_exist_ok=True)
@@ -121,7 +122,7 @@ def running_server(tmp_path: Path, library: Path, *, site: str = "site1", env: d
     host, port = "127.0.0.1", free_port()
     args = ["server", "--unprivileged", "--library", library, "--keys", keys_dir, "--state-dir", state_dir,
             "--ssh-host", host, "--port", str(port), *args]
-    r = cli(*args, "--print-host-key", env=env)
+    r = run_cli(*args, "--print-host-key", env=env)  # in-process: the server itself is a process below
     assert r.returncode == 0, r.stderr
     host_key_line = r.stdout.strip()
     known_hosts = base / "known_hosts"
