@@ -15,8 +15,9 @@ import pytest
 from library_syncer.errors import ConfigError
 from library_syncer.transport.keys import SiteKey, load_sites_config, scan_site_keys, site_name_ok
 from library_syncer.transport.sshd import authorized_keys_line, render_authorized_keys
+from inprocess import run_cli
 from server_fixture import make_site_key, running_server
-from support import cli, cli_popen, free_port, require_tool, stop_process, wait_until
+from support import cli_popen, free_port, require_tool, stop_process, wait_until
 
 from .helpers import make_library, rsync
 
@@ -109,7 +110,7 @@ def test_server_starts_without_the_crafted_file_and_its_key_cannot_log_in(tmp_pa
     port = free_port()
     args = ["server", "--unprivileged", "--library", lib, "--keys", keys, "--state-dir", state,
             "--ssh-host", "127.0.0.1", "--port", str(port)]
-    r = cli(*args, "--print-host-key")
+    r = run_cli(*args, "--print-host-key")
     assert r.returncode == 0, r.stderr
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{port} {r.stdout.strip()}\n")
@@ -157,7 +158,7 @@ def test_only_crafted_files_exits_with_one_line(tmp_path):
     _, evil = attacker_key(tmp_path / "attacker")
     plant(keys, keys / "site1.pub", evil)
     (keys / "site1.pub").unlink()
-    r = cli("server", "--unprivileged", "--library", lib, "--keys", keys, "--state-dir", tmp_path / "state",
+    r = run_cli("server", "--unprivileged", "--library", lib, "--keys", keys, "--state-dir", tmp_path / "state",
             "--ssh-host", "127.0.0.1", "--port", str(free_port()))
     assert r.returncode == 2
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("library-syncer: error:")]
@@ -168,7 +169,7 @@ def test_library_path_with_a_newline_is_refused_with_one_line(tmp_path):
     lib = make_library(tmp_path / "a\nForceCommand x")
     keys = tmp_path / "keys"
     make_site_key(keys, tmp_path / "private", "site1")
-    r = cli("server", "--unprivileged", "--library", lib, "--keys", keys, "--state-dir", tmp_path / "state",
+    r = run_cli("server", "--unprivileged", "--library", lib, "--keys", keys, "--state-dir", tmp_path / "state",
             "--ssh-host", "127.0.0.1", "--port", str(free_port()))
     assert r.returncode == 2, r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("library-syncer: error:")]
@@ -180,10 +181,10 @@ def test_keys_list_warns_about_the_crafted_file(tmp_path):
     make_site_key(keys, tmp_path / "private", "site1")
     _, evil = attacker_key(tmp_path / "attacker")
     crafted = plant(keys, keys / "site1.pub", evil)
-    r = cli("keys", "list", "--keys", keys)
+    r = run_cli("keys", "list", "--keys", keys)
     assert r.returncode == 0, r.stderr
     assert "site1" in r.stdout and "attacker" not in r.stdout
     warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("library-syncer: warning:")]
     assert len(warnings) == 1 and repr(str(crafted)) in warnings[0], r.stderr
-    r = cli("keys", "new", "x\nssh-ed25519", "--out", tmp_path / "new")
+    r = run_cli("keys", "new", "x\nssh-ed25519", "--out", tmp_path / "new")
     assert r.returncode == 2 and "site name" in r.stderr and not (tmp_path / "new").exists()
