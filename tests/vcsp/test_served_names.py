@@ -12,7 +12,8 @@ import pytest
 import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import cli, cli_popen, free_port, stop_process, wait_until
+from inprocess import run_cli
+from support import cli_popen, free_port, stop_process, wait_until
 from web.helpers import raw_request
 
 from library_syncer.vcsp.names import MAX_REQUEST_PATH, name_problem, path_problem, printable
@@ -96,7 +97,7 @@ def library(tmp_path: Path) -> Path:
 
 
 def test_manifest_lists_exactly_what_the_web_server_serves(library: Path):
-    done = cli("manifest", library, "--name", "L")
+    done = run_cli("manifest", library, "--name", "L")
     assert done.returncode == 1 and "Traceback" not in done.stderr
     lines = done.stderr.splitlines()
     for name, why in REFUSED.items():  # each refused folder: its reason

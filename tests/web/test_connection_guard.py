@@ -18,7 +18,8 @@ from types import SimpleNamespace
 import pytest
 from aiohttp import web
 from client_fixture import running_client
-from support import cli, cli_popen, free_port, wait_until
+from inprocess import run_cli
+from support import cli_popen, free_port, wait_until
 
 from library_syncer.web.app import create_app
 from library_syncer.web.limits import FDS_PER_CONNECTION, FDS_RESERVED, HttpLimits
@@ -294,7 +295,7 @@ def test_aiohttp_handler_state_the_guard_reads():
                                                   "SYNCER_HTTP_MAX_CONNECTIONS: Input should be a valid integer"),
 ])
 def test_bad_limit_settings_stop_with_one_line(library, args, env, expected):
-    result = cli("serve", library, "--port", free_port(), *args, env=env, timeout=60)
+    result = run_cli("serve", library, "--port", free_port(), *args, env=env)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert expected in result.stderr
 
