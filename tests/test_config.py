@@ -119,7 +119,7 @@ def test_each_groups_checks_run_in_the_flat_model(kw, needle):
 ROLE_FLAGS = {
     "client": {
         "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts",
-        "sync_schedule", "sync_delay", "sync_delay_max_seconds", "sync_max_bw", "sync_timeout",
+        "sync_schedule", "sync_delay", "sync_delay_max_seconds", "sync_skip_initial", "sync_max_bw", "sync_timeout",
         "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard", "sync_allow_mass_delete",
         "library", "library_name", "library_browse", "library_password_file", "http_host", "http_port",
         "https_port", "tls_name", "tls_custom_cert", "certs_dir", "tls_cert", "tls_key", "tz", "state_dir",

@@ -107,7 +107,7 @@ class SyncSettings(BaseModel):
 
 
 class ScheduleSettings(BaseModel):
-    """Schedule of the site's syncs: cron expression, time zone, random delay."""
+    """Schedule of the site's syncs: cron expression, time zone, random delay, the sync at start."""
 
     tz: str | None = Field(None, validation_alias=env("TZ"), description="Time zone of the schedule")
     sync_schedule: str = Field(
@@ -121,6 +121,10 @@ class ScheduleSettings(BaseModel):
     sync_delay_max_seconds: int = Field(
         21600, ge=0, validation_alias=env("SYNC_DELAY_MAX_SECONDS"),
         description="Upper bound of the random delay, in seconds",
+    )
+    sync_skip_initial: bool = Field(
+        False, validation_alias=env("SYNC_SKIP_INITIAL"),
+        description="Skip the sync at start when a generation is already published (first start still syncs)",
     )
 
     @field_validator("tz")

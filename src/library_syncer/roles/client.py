@@ -2,7 +2,10 @@
 
 The web server and the scheduler share one asyncio loop; each sync runs in a
 worker thread (``run_sync`` is blocking) and at most one runs at a time, whether
-started by the schedule or on demand (``POST /_syncer/api/sync``).  Every log
+started by the schedule or on demand (``POST /_syncer/api/sync``).  The sync at
+start is skipped when ``sync_skip_initial`` is set and a generation is already
+published; before the first publication ``lib.json`` answers the VCSP "not ready"
+document (:meth:`ClientDaemon.not_ready`).  Every log
 line of a sync carries its run id.  The sync history survives restarts (state
 folder), feeds the status page, the JSON API and the metrics, and a webhook is
 called when syncs start failing and when they recover.
@@ -37,6 +40,9 @@ from .site_metrics import ClientMetrics
 from ..sync.schedule import next_run, random_delay
 from ..sync.result import SyncResult
 from ..sync.run import run_sync
+from ..publish.generations import current_generation
+from ..transport.rsync import Progress
+from ..web.app import not_ready_document
 from ..util.signals import capture_signals
 from .client_setup import check_ports, check_start, listen_ports  # noqa: F401 (re-exported)
 from .client_web import ACME_START_TIMEOUT, SiteWeb, served_root  # noqa: F401 (re-exported)
@@ -53,6 +59,7 @@ class ClientState:
 
     history: deque[SyncResult] = field(default_factory=lambda: deque(maxlen=HISTORY_SIZE))
     running: str | None = None  # run id of the sync in progress
+    progress: int | None = None  # percent of the running sync's transfer, from its progress events
     next_run: datetime | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -91,7 +98,21 @@ class ClientDaemon(SiteWeb):
             next_run=self.state.next_run, published=published, now=datetime.now(timezone.utc),
             stale_after=s.stale_after_seconds, schedule=s.sync_schedule, tz=s.tz, peer=s.sync_peer,
             thumbprint=(self.front.last_thumbprint if self.front is not None else None) or self.thumbprint,
-        )
+        ) | {"sync_skip_initial": s.sync_skip_initial}
+
+    def not_ready(self) -> dict[str, Any] | None:
+        """What ``lib.json`` answers (503) before the first publication; None once one is published.
+
+        While a sync runs (or none has ended yet) the message is empty, so a subscriber keeps polling;
+        when the last sync failed and none runs, the message says so (a subscriber then stops polling).
+        """
+        if current_generation(self.settings.library) is not None:
+            return None
+        last, state = self.state.last, self.state
+        if state.running or last is None or last.ok:
+            return not_ready_document(min(state.progress or 0, 99))
+        when = f"; next try at {state.next_run.isoformat(timespec='seconds')}" if state.next_run else ""
+        return not_ready_document(0, f"nothing published yet: the last sync failed ({last.reason}){when}")
 
     def metrics(self) -> bytes:
         """The Prometheus text, library gauges refreshed (reads files: call from a worker thread)."""
@@ -119,9 +140,17 @@ class ClientDaemon(SiteWeb):
     async def _sync(self, run_id: str, trigger: str) -> SyncResult:
         with run_context(run_id):
             log.info("sync %s started (%s)", run_id, trigger)
+            lines = EventLines(log.info, interval=60)
+
+            def on_event(event: object) -> None:
+                if isinstance(event, Progress):
+                    self.state.progress = event.percent
+                lines(event)
+
+            self.state.progress = None
             try:
                 result = await asyncio.to_thread(run_sync, self.settings, stop_event=self._thread_stop,
-                                                 on_event=EventLines(log.info, interval=60))
+                                                 on_event=on_event)
             except Exception as exc:  # a bug must not kill the daemon: record and go on
                 log.exception("sync %s crashed", run_id)
                 now = datetime.now(timezone.utc)
@@ -130,6 +159,7 @@ class ClientDaemon(SiteWeb):
             previous = self.state.last
             self.state.history.append(result)
             self.state.running = None
+            self.state.progress = None
             self._tasks.pop(run_id, None)
             self.metrics_.running.set(0)
             self.metrics_.observe_sync(result)
@@ -193,9 +223,15 @@ class ClientDaemon(SiteWeb):
         return False
 
     async def scheduler(self) -> None:
-        """Initial sync, then one sync per schedule tick (plus the random delay if enabled)."""
+        """Sync at start (unless skipped), then one sync per schedule tick (plus the random delay if enabled)."""
         s = self.settings
-        await self.sync_once("start")
+        published = await asyncio.to_thread(current_generation, s.library)
+        if s.sync_skip_initial and published is not None:
+            log.info("sync at start skipped (sync_skip_initial): generation %d is published", published)
+        else:
+            if s.sync_skip_initial:
+                log.info("sync_skip_initial is set, but nothing is published yet: syncing at start")
+            await self.sync_once("start")
         while not self.stop.is_set():
             tick = next_run(s.sync_schedule, datetime.now(timezone.utc), s.tz)
             delay = random_delay(s.sync_delay, s.sync_delay_max_seconds, self.rng)

@@ -4,7 +4,8 @@
 :class:`~.client.ClientDaemon`): it builds the apps, starts one task per listening
 server on the daemon's loop (or the app on a unix socket with Caddy in front for
 automatic HTTPS) and reports once all of them listen, so a port in use is the one
-error shown.  Every server stops when the daemon's stop event is set; a second stop
+error shown.  Before the first publication the library app serves an empty folder,
+and ``lib.json``/``items.json`` answer 503 with the daemon's VCSP progress document.  Every server stops when the daemon's stop event is set; a second stop
 signal (the daemon's cut event) cuts the running downloads.
 """
 
@@ -57,13 +58,14 @@ class SiteWeb:
     status: Callable[[], dict[str, Any]]
     metrics: Callable[[], bytes]
     start_sync: Callable[[str], tuple[bool, str]]
+    not_ready: Callable[[], dict[str, Any] | None]  # lib.json's 503 document before the first publication
 
     def _apps(self):
         """The library app, and the status app when the status endpoints have a port of their own."""
         s = self.settings
         password = s.library_password_value()
         library = create_app(served_root(s), browse=s.library_browse, password=password,
-                             behind_proxy=self.acme)
+                             behind_proxy=self.acme, not_ready=self.not_ready)
         library[REQUEST_OBSERVER] = self.metrics_.observe_request
         status_app = web.Application() if s.status_port else library
         add_status_routes(status_app, self, token=s.admin_token_value(), password=password)

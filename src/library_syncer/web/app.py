@@ -4,7 +4,8 @@ Files go out through aiohttp's ``FileResponse`` (sendfile, Range, ETag,
 Last-Modified, If-None-Match, If-Modified-Since); this module decides Range and
 If-Range itself (rules.range_plan, RFC 9110), and adds the path rules (nothing
 outside the root, no dot-names, no symlink escapes), optional listings and the
-optional password.
+optional password, and on request the VCSP "not ready" answer of the manifest
+before anything is published (:func:`not_ready_document`).
 
 The library route matches every path except those under :data:`RESERVED_PREFIX`,
 so other modules may add routes there (``app.router.add_get(RESERVED_PREFIX +
@@ -48,6 +49,27 @@ RootProvider = Callable[[str, tuple[str, ...]], Path]
 """``provider(client, parts)``: the folder to answer a request for ``parts`` from ``client`` (its address)."""
 
 ROOT_PROVIDER = web.AppKey[RootProvider]("library_root")  # not a class: the type goes in brackets
+
+NotReady = Callable[[], dict | None]
+"""``not_ready()``: the document to answer the manifest with (503) while nothing is published, else None."""
+
+NOT_READY_PATHS = (("lib.json",), ("items.json",))  # the endpoint descriptor and the endpoint index
+NOT_READY_RETRY_AFTER = 30  # seconds, in the Retry-After header of a 503
+
+
+def not_ready_document(progress: int, message: str = "") -> dict:
+    """The VCSP answer body of a file that is not ready yet, sent with status 503.
+
+    Format: VMware vCloud API Programming Guide, "Content Subscription Endpoint
+    Specification", section "Responses" (vCloud Director 5.5; the same text is in the
+    VMware Cloud Director API Programming Guide): a GET of the descriptor or the index
+    may answer 503 with an ``application/json`` document of the keys ``status`` (status
+    of the requested file, no values defined: the spec's in-progress example has ``""``),
+    ``progress`` (an integer 0 to 100) and ``message`` (an error that prevented the file
+    from being made).  The client keeps polling until a 200, or a 503 whose message is not
+    empty: so ``message`` stays empty while the file is still coming.
+    """
+    return {"status": "", "progress": max(0, min(100, int(progress))), "message": message}
 
 
 @dataclass(frozen=True)
@@ -151,9 +173,10 @@ def _list_dir(folder: Path, base: Path) -> list[Entry]:
 class _Library:
     """The catch-all handler serving the current root."""
 
-    def __init__(self, provider: RootProvider, browse: bool) -> None:
+    def __init__(self, provider: RootProvider, browse: bool, not_ready: NotReady | None = None) -> None:
         self.provider = provider
         self.browse = browse
+        self.not_ready = not_ready
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         parts = split_request_path(request.rel_url.raw_path)
@@ -161,6 +184,11 @@ class _Library:
             raise web.HTTPNotFound()
         found = await asyncio.to_thread(_locate, self.provider, client_address(request), parts)
         if found is None:
+            if self.not_ready is not None and parts in NOT_READY_PATHS:
+                doc = await asyncio.to_thread(self.not_ready)
+                if doc is not None:
+                    return web.json_response(doc, status=503, headers={
+                        hdrs.RETRY_AFTER: str(NOT_READY_RETRY_AFTER), hdrs.CACHE_CONTROL: "no-store"})
             raise web.HTTPNotFound()
         if stat.S_ISDIR(found.st.st_mode):
             return await self._folder(request, found)
@@ -199,19 +227,23 @@ def _auth_middleware(password: str):
 
 
 def create_app(
-    root: Path | RootProvider, *, browse: bool = False, password: str | None = None, behind_proxy: bool = False
+    root: Path | RootProvider, *, browse: bool = False, password: str | None = None, behind_proxy: bool = False,
+    not_ready: NotReady | None = None,
 ) -> web.Application:
     """The web app serving ``root``: a folder, or a :data:`RootProvider` choosing one per request
     (e.g. ``publish.pins.GenerationPins``, which follows generation switches per subscriber).
 
     ``browse`` enables HTML folder listings (otherwise a folder, ``/`` included, is 404);
     ``password`` requires HTTP Basic auth as user ``vcsp`` on every path outside RESERVED_PREFIX;
-    ``behind_proxy`` takes client addresses from X-Forwarded-For (see :func:`client_address`).
+    ``behind_proxy`` takes client addresses from X-Forwarded-For (see :func:`client_address`);
+    ``not_ready`` (the site's) is asked when ``lib.json`` or ``items.json`` is missing: a document
+    it returns is sent with 503 (:func:`not_ready_document`), None keeps the 404.
     """
     provider: RootProvider = root if callable(root) else (lambda client, parts: root)
     app = web.Application(middlewares=[_auth_middleware(password)] if password else [])
     app[BEHIND_PROXY] = behind_proxy
     app[ROOT_PROVIDER] = provider
     # Every path but the reserved prefix; aiohttp adds HEAD to GET routes.
-    app.router.add_get(r"/{path:(?!" + RESERVED_SEGMENT + r"(/|$)).*}", _Library(provider, browse).handle, name="library")
+    app.router.add_get(r"/{path:(?!" + RESERVED_SEGMENT + r"(/|$)).*}", _Library(provider, browse, not_ready).handle,
+                       name="library")
     return app

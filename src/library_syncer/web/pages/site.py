@@ -132,6 +132,8 @@ def render_status(st: dict[str, Any]) -> str:
     schedule_card = _dl([
         ("Next run", _time(st.get("next_run"), now)),
         ("Schedule", f"<code>{escape(st['schedule'])}</code> ({escape(st['tz'])})"),
+        ("At start", "sync skipped when a generation is published (sync_skip_initial)"
+         if st.get("sync_skip_initial") else "sync"),
         ("Last success", _time(st.get("last_success"), now)),
         ("Primary", escape(st.get("peer") or "—")),
     ])
