@@ -9,6 +9,8 @@ from datetime import datetime, timezone
 import requests
 
 from client_fixture import running_client
+from inprocess import run_cli
+from library_syncer.config import load_settings
 from library_syncer.sample import make_sample_library
 from library_syncer.sync.schedule import next_run
 from library_syncer.util.fmt import iso_utc
@@ -32,6 +34,23 @@ def _lib_json(site) -> requests.Response | None:
         return requests.get(site.url("lib.json"), timeout=5)
     except requests.ConnectionError:
         return None
+
+
+def test_skip_initial_is_off_by_default_and_read_from_the_environment_toml_and_flags(tmp_path, monkeypatch):
+    assert load_settings().sync_skip_initial is False  # the original's behaviour: sync at start
+    toml = tmp_path / "site.toml"
+    toml.write_text("sync_skip_initial = true\n")
+    assert load_settings(toml).sync_skip_initial is True
+    monkeypatch.setenv("SYNC_SKIP_INITIAL", "true")
+    assert load_settings().sync_skip_initial is True
+
+
+def test_a_bad_skip_initial_is_one_line_and_exit_2(tmp_path):
+    r = run_cli("client", "--library", tmp_path, env={"SYNC_PEER": "127.0.0.1", "SYNC_SKIP_INITIAL": "maybe"})
+    assert r.returncode == 2
+    line, = r.stderr.strip().splitlines()
+    assert "sync_skip_initial" in line and "SYNC_SKIP_INITIAL" in line and "'maybe'" in line
+    assert "--sync-skip-initial" in run_cli("client", "--help").stdout
 
 
 def test_skip_initial_syncs_a_first_start_and_skips_the_sync_at_a_later_start(tmp_path):
