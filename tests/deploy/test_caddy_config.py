@@ -87,3 +87,11 @@ def test_thumbprint_format():
     der = b"certificate bytes"
     digest = hashlib.sha1(der).hexdigest().upper()
     assert format_thumbprint(der) == ":".join(digest[i:i + 2] for i in range(0, 40, 2))
+
+
+def test_front_applies_the_web_servers_header_and_idle_timeouts(tmp_path):
+    s = settings(SYNCER_HTTP_HEADER_TIMEOUT="7", SYNCER_HTTP_IDLE_TIMEOUT="30")
+    servers = caddy_config(s, "unix//tmp/x.sock", tmp_path)["apps"]["http"]["servers"]
+    for server in servers.values():
+        assert server["read_header_timeout"] == 7_000_000_000
+        assert server["idle_timeout"] == 30_000_000_000

@@ -53,6 +53,9 @@ def caddy_config(
             f"(SYNCER_ACME_HTTP_PORT) {http_port} are the same"
         )
     host = settings.http_host
+    # The web server's own limits, applied by the front too (its TLS handshake counts as header time).
+    timeouts = {"read_header_timeout": _ns(settings.http_header_timeout_seconds),
+                "idle_timeout": _ns(settings.http_idle_timeout_seconds)}
     issuer: dict[str, Any] = {
         "module": "acme",
         "challenges": {"http": {"alternate_port": http_port}, "tls-alpn": {"alternate_port": https_port}},
@@ -85,6 +88,7 @@ def caddy_config(
                     "library": {
                         "listen": [host_port(host, https_port)],
                         "protocols": ["h1", "h2"],  # no HTTP/3: TCP only, like the published ports
+                        **timeouts,
                         "routes": [{"handle": [proxy]}],
                         # A client connecting by address (no SNI) gets the certificate too.
                         "tls_connection_policies": [{"default_sni": name}],
@@ -93,6 +97,7 @@ def caddy_config(
                     "acme_http": {
                         "listen": [host_port(host, http_port)],
                         "protocols": ["h1"],
+                        **timeouts,
                         "routes": [{"handle": [{
                             "handler": "static_response",
                             "status_code": 308,
