@@ -3,6 +3,10 @@ gets its certificate from a real ACME CA (Pebble) on loopback; a subscriber read
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+
 import requests
 
 from client_fixture import running_client
@@ -62,3 +66,44 @@ def test_forwarded_address_is_trusted_only_behind_our_front(tmp_path):
     direct = make_mocked_request("GET", "/lib.json", headers=forged, app=create_app(tmp_path))
     assert client_address(behind) == "203.0.113.9"  # the entry our Caddy front wrote
     assert "203.0.113.9" not in client_address(direct) and "10.0.0.1" not in client_address(direct)
+
+
+def _caddy_pids(marker: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+            except OSError:
+                continue
+            if argv and argv[0].endswith(b"caddy") and marker.encode() in b" ".join(argv):
+                pids.append(int(entry))
+    return pids
+
+
+def test_caddy_dies_with_a_killed_client(tmp_path):
+    """kill -9 of the client daemon must not leave its Caddy front holding the site's ports."""
+    require_tool("caddy", "caddy")
+    https_port, http_port = free_port(), free_port()
+    pebble = Pebble(tmp_path / "pebble", http_port=http_port, tls_port=https_port).start()
+    try:
+        source = tmp_path / "primary"
+        make_sample_library(source, disk_size=64 * 1024)
+        env = dict(TLS_NAME=NAME, SYNCER_HTTPS_PORT=str(https_port), SYNCER_ACME_HTTP_PORT=str(http_port),
+                   SYNCER_ACME_CA=pebble.directory, SYNCER_ACME_CA_ROOT=str(pebble.ca_root),
+                   SYNCER_CERTS_DIR=str(tmp_path / "certs"))
+        with running_server(tmp_path, source) as srv, running_client(tmp_path, srv, **env) as site:
+            wait_until(lambda: "Subscription URL: https://" in site.log_text() or site.proc.poll() is not None,
+                       120, "the ACME certificate")
+            assert site.proc.poll() is None, site.log_text()
+            marker = str(tmp_path / "certs")
+            assert wait_until(lambda: _caddy_pids(marker), 10, "the Caddy front's process")
+            os.kill(site.proc.pid, signal.SIGKILL)
+            site.proc.wait(10)
+            wait_until(lambda: not _caddy_pids(marker), 10, "Caddy to end with its client")
+            with socket.socket() as s:  # nothing listens on the HTTPS port any more (TIME_WAIT is fine)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("127.0.0.1", https_port))
+                s.listen()
+    finally:
+        pebble.stop()

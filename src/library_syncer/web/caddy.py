@@ -128,7 +128,7 @@ class CaddyFront:
                  self.settings.tls_name, self.https_port, self.http_port,
                  self.settings.acme_ca or "Let's Encrypt", self.upstream)
         self.child = Child([exe, "run", "--config", str(config)], env=env, on_line=self._log_line,
-                           merge_output=True, new_session=True, cwd=str(self.data_dir))
+                           merge_output=True, new_session=True, guard=True, cwd=str(self.data_dir))
         self.proc = self.child.proc
         try:
             thumb = await self._wait_certificate(timeout)
