@@ -25,8 +25,9 @@ from ..publish import generations
 from ..transport import rsync as rs
 from ..transport.exitcodes import Outcome, classify
 from ..util.proc import Proc, RunLock, run as run_child
-from ..vcsp.published import read_published
 from ..vcsp.manifest import update_manifest
+from ..vcsp.published import read_published
+from ..vcsp.scan import MAX_DEPTH
 from .guard import delete_guard, publish_guard
 from .plan import SyncPlan, prepare, source_items
 from .result import AttemptStarted, Event, Phase, RetryScheduled, SyncResult, held_back_text
@@ -38,11 +39,11 @@ RETRY_BASE_SECONDS = 10.0
 RETRY_CAP_SECONDS = 600.0
 
 
-
 def _run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: threading.Event | None) -> Proc:
     """rsync (or ssh) through the child-process runner: rsync's environment and line cutting, no progress kept."""
     return run_child(cmd, on_line=on_line, stop_event=stop_event, env=rs.child_env(), splitter=rs.LineSplitter,
                      keep=lambda line: rs.parse_progress(line) is None)
+
 
 def remove_empty_items(staging: Path) -> list[str]:
     """Remove item folders that hold no file other than ``item.json`` (their item was deleted).
@@ -50,8 +51,6 @@ def remove_empty_items(staging: Path) -> list[str]:
     A folder nested deeper than the scanner's depth limit counts as content: such
     an item is kept (the manifest reports it) and never handed to ``rmtree``.
     """
-    from ..vcsp.scan import MAX_DEPTH
-
     removed = []
     for entry in os.scandir(staging):
         if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
