@@ -120,7 +120,7 @@ ROLE_FLAGS = {
     "client": {
         "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts",
         "sync_schedule", "sync_delay", "sync_delay_max_seconds", "sync_skip_initial", "sync_max_bw", "sync_timeout",
-        "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard", "sync_allow_mass_delete",
+        "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard", "sync_allow_mass_delete", "sync_include", "sync_exclude",
         "library", "library_name", "library_browse", "library_password_file", "http_host", "http_port",
         "https_port", "tls_name", "tls_custom_cert", "certs_dir", "tls_cert", "tls_key", "tz", "state_dir",
         "keys_dir", "generation_grace_seconds", "status_port", "stale_after_seconds", "webhook_url",
@@ -130,7 +130,7 @@ ROLE_FLAGS = {
     "sync": {
         "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts", "sync_max_bw",
         "sync_timeout", "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard",
-        "sync_allow_mass_delete", "library", "library_name", "state_dir", "keys_dir", "generation_grace_seconds",
+        "sync_allow_mass_delete", "sync_include", "sync_exclude", "library", "library_name", "state_dir", "keys_dir", "generation_grace_seconds",
     },
     "server": {
         "library", "ssh_host", "state_dir", "syncer_uid", "syncer_user", "unprivileged", "allow_old_rsync",

@@ -13,7 +13,8 @@ from pathlib import Path
 from library_syncer.config import load_settings
 from library_syncer.sync.result import Phase
 from library_syncer.sync.guard import delete_guard
-from library_syncer.sync.run import remove_empty_items, run_sync
+from library_syncer.sync.cleanup import remove_empty_items
+from library_syncer.sync.run import run_sync
 from library_syncer.publish import generations as gen
 from library_syncer.transport.rsync import FileChange
 from inprocess import run_cli

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from support import cli
 
-from library_syncer.sync.run import remove_empty_items
+from library_syncer.sync.cleanup import remove_empty_items
 from library_syncer.publish.generations import link_tree
 from library_syncer.vcsp import update_manifest
 from library_syncer.vcsp.ovf import MAX_MF_BYTES

@@ -6,9 +6,11 @@ import re
 import zoneinfo
 from datetime import datetime
 from pathlib import Path
+from typing import Annotated, Any
 
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import NoDecode
 
 from ..errors import ConfigError
 from .common import check_host_name, env
@@ -85,6 +87,27 @@ class SyncSettings(BaseModel):
         False, validation_alias=env("SYNC_ALLOW_MASS_DELETE"),
         description="Allow a sync to remove more items than the delete guard permits",
     )
+    sync_include: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=env("SYNC_INCLUDE"),
+        description="Only items whose folder name matches one of these glob patterns (comma-separated)",
+    )
+    sync_exclude: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), validation_alias=env("SYNC_EXCLUDE"),
+        description="Leave out items whose folder name matches one of these glob patterns (comma-separated)",
+    )
+
+    @field_validator("sync_include", "sync_exclude", mode="before")
+    @classmethod
+    def _item_patterns(cls, v: Any) -> tuple[str, ...]:
+        items = v.split(",") if isinstance(v, str) else v
+        if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
+            raise ValueError("must be a list of glob patterns (TOML) or a comma-separated text")
+        patterns = tuple(p.strip() for p in items if p.strip())
+        for pattern in patterns:
+            if "/" in pattern or "\\" in pattern or pattern.startswith("."):
+                raise ValueError(f"pattern {pattern!r}: matches item folder names "
+                                 "(no '/' or backslash, no leading '.')")
+        return patterns
 
     @field_validator("sync_peer")
     @classmethod

@@ -65,6 +65,7 @@ class SyncResult:
     library_version: int | None = None
     problems: list[str] = field(default_factory=list)
     held_back: dict[str, str] = field(default_factory=dict)
+    filtered_out: list[str] = field(default_factory=list)  # published items the site filter removed
     run_id: str | None = None
 
     @property
@@ -83,6 +84,7 @@ class SyncResult:
         published = f"published generation {self.generation}" if self.generation else "nothing changed"
         held = (f"; DEGRADED: {len(self.held_back)} item(s) held back at their last good version "
                 f"({held_back_text(self.held_back)})" if self.held_back else "")
+        held += (f"; removed by the site filter: {', '.join(self.filtered_out)}" if self.filtered_out else "")
         return (f"{published}; {self.files_changed} files changed, {self.files_deleted} deleted; "
                 f"{human_bytes(self.wire_bytes)} on the wire in {self.duration:.1f}s, "
                 f"{self.attempts} attempt(s); {self.items} items, {human_bytes(self.library_bytes)}{held}")

@@ -10,13 +10,10 @@ files) is kept so the next run resumes.  One run at a time per library folder
 from __future__ import annotations
 
 import logging
-import os
 import random
-import shutil
 import threading
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable
 
 from ..config import Settings
@@ -27,11 +24,12 @@ from ..transport.exitcodes import Outcome, classify
 from ..util.proc import Proc, RunLock, run as run_child
 from ..vcsp.manifest import update_manifest
 from ..vcsp.published import read_published
-from ..vcsp.scan import MAX_DEPTH
+from .cleanup import remove_empty_items, remove_unselected
 from .guard import delete_guard, publish_guard
 from .plan import SyncPlan, prepare, source_items
 from .result import AttemptStarted, Event, Phase, RetryScheduled, SyncResult, held_back_text
 from .schedule import next_retry_delay
+from .selection import is_selected, rsync_filters
 
 log = logging.getLogger(__name__)
 
@@ -43,39 +41,6 @@ def _run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: t
     """rsync (or ssh) through the child-process runner: rsync's environment and line cutting, no progress kept."""
     return run_child(cmd, on_line=on_line, stop_event=stop_event, env=rs.child_env(), splitter=rs.LineSplitter,
                      keep=lambda line: rs.parse_progress(line) is None)
-
-
-def remove_empty_items(staging: Path) -> list[str]:
-    """Remove item folders that hold no file other than ``item.json`` (their item was deleted).
-
-    A folder nested deeper than the scanner's depth limit counts as content: such
-    an item is kept (the manifest reports it) and never handed to ``rmtree``.
-    """
-    removed = []
-    for entry in os.scandir(staging):
-        if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
-            continue
-        if not _has_content(Path(entry.path), MAX_DEPTH):
-            shutil.rmtree(entry.path)
-            removed.append(entry.name)
-    return sorted(removed)
-
-
-def _has_content(item: Path, max_depth: int) -> bool:
-    """True when ``item`` holds a file other than its ``item.json`` (files in hidden folders, such as
-    rsync's partial dir, do not count) or folders nested deeper than ``max_depth``."""
-    pending = [(str(item), 0, False)]  # iterative: no recursion limit, whatever the depth
-    while pending:
-        folder, depth, hidden = pending.pop()
-        with os.scandir(folder) as it:
-            for entry in it:
-                if entry.is_dir(follow_symlinks=False):
-                    if depth >= max_depth:
-                        return True
-                    pending.append((entry.path, depth + 1, hidden or entry.name.startswith(".")))
-                elif not hidden and not (depth == 0 and entry.name == "item.json"):
-                    return True
-    return False
 
 
 class _Run:
@@ -134,7 +99,8 @@ class _Run:
     def transfer(self) -> tuple[Outcome | None, bool]:
         staging = self.plan.layout.staging
         cmd = rs.sync_command(self.plan.source, staging, rsh=self.plan.rsh, timeout=self.plan.timeout,
-                              max_bw=self.plan.max_bw)
+                              max_bw=self.plan.max_bw,
+                              extra=rsync_filters(self.s.sync_include, self.s.sync_exclude))
         proc = _run(cmd, on_line=self.on_line, stop_event=self.stop)
         stats = rs.parse_stats(proc.stdout)
         r = self.result
@@ -224,9 +190,18 @@ class _Run:
         # while the transfer ran), left out by validation and filtered.
         served = read_published(generations.current_root(lay.library))
         listed = set(served.listed)
+        # Items the site filter leaves out are removed on purpose: once, logged, not counted by the guard.
+        unselected = {f for f in listed if not is_selected(f, s.sync_include, s.sync_exclude)}
+        if remove_unselected(lay.staging, s.sync_include, s.sync_exclude):
+            self.any_change = True
+        r.filtered_out = sorted(unselected)
+        if unselected:
+            log.warning("items removed by the site filter (sync_include/sync_exclude): %s",
+                        ", ".join(r.filtered_out))
 
         def approve(draft):
-            refusal = publish_guard(listed, draft, s.sync_delete_guard, s.sync_allow_mass_delete)
+            refusal = publish_guard(listed, draft, s.sync_delete_guard, s.sync_allow_mass_delete,
+                                    filtered=unselected)
             return refusal and refusal.replace("delete guard:", "delete guard (after the transfer):", 1)
 
         self.emit(Phase("manifest"))

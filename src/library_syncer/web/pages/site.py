@@ -125,7 +125,8 @@ def render_status(st: dict[str, Any]) -> str:
             ("Took", escape(f"{last['duration_seconds']:.0f} s, {last['attempts']} attempt(s)")),
             ("On the wire", escape(f"{human_bytes(last['wire_bytes'])} at {_rate(last)}" + (
                 f" (library {human_bytes(last['library_bytes'])})" if last["ok"] else ""))),
-        ])
+        ] + ([("Removed by the site filter", escape(", ".join(last["filtered_out"])))]
+             if last.get("filtered_out") else []))
     else:
         last_card = '<p class="mut">No sync has finished yet.</p>'
 
