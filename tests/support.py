@@ -81,3 +81,30 @@ def cli_popen(*args: str | os.PathLike, env: dict | None = None, **kw) -> subpro
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNC_", "SYNCER_", "LIBRARY_", "TLS_"))}
     full_env.update(env or {})
     return subprocess.Popen([sys.executable, "-m", "library_syncer", *map(str, args)], env=full_env, **kw)
+
+
+def port_refused(port: int, host: str = "127.0.0.1") -> bool:
+    """True when nothing accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return False
+    except OSError:
+        return True
+
+
+def processes(marker: str) -> dict[int, tuple[int, str, list[str]]]:
+    """pid -> (ppid, state, argv) of the live processes whose argv mentions ``marker`` (zombies left out)."""
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        words = [a.decode(errors="replace") for a in argv if a]
+        if fields[0] != "Z" and any(marker in w for w in words):
+            found[int(entry)] = (int(fields[1]), fields[0], words)
+    return found

@@ -72,10 +72,7 @@ def test_status_asks_caddys_https_port_with_automatic_https(tmp_path):
         source = tmp_path / "primary"
         (source / "Alpha").mkdir(parents=True)
         (source / "Alpha" / "a.iso").write_bytes(b"a")
-        env = dict(TLS_NAME="branch.library.test", SYNCER_HTTPS_PORT=str(https_port),
-                   SYNCER_ACME_HTTP_PORT=str(http_port), SYNCER_ACME_CA=pebble.directory,
-                   SYNCER_ACME_CA_ROOT=str(pebble.ca_root), SYNCER_CERTS_DIR=str(tmp_path / "certs"),
-                   LIBRARY_NAME="Branch ACME")
+        env = dict(pebble.client_env("branch.library.test", tmp_path / "certs"), LIBRARY_NAME="Branch ACME")
         with running_server(tmp_path, source) as srv, running_client(tmp_path, srv, **env) as site:
             def answered():
                 assert site.proc.poll() is None, site.log_text()

@@ -18,27 +18,9 @@ from library_syncer.util import proc
 from library_syncer.publish import generations as gen
 from library_syncer.transport import rsync as rs
 from server_fixture import running_server
-from support import cli, cli_popen, free_port, require_tool, wait_until
+from support import cli, cli_popen, free_port, processes, require_tool, wait_until
 
 MiB = 1 << 20
-
-
-def processes(marker: str) -> dict[int, tuple[int, str, list[str]]]:
-    """pid -> (ppid, state, argv) of the live processes whose argv mentions ``marker`` (zombies left out)."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        words = [a.decode(errors="replace") for a in argv if a]
-        if fields[0] != "Z" and any(marker in w for w in words):
-            found[int(entry)] = (int(fields[1]), fields[0], words)
-    return found
 
 
 def transfer_children(tmp_path: Path) -> dict[int, tuple[int, str, list[str]]]:

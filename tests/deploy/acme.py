@@ -33,6 +33,12 @@ class Pebble:
     def directory(self) -> str:
         return f"https://127.0.0.1:{self.port}/dir"
 
+    def client_env(self, tls_name: str, certs_dir: Path) -> dict[str, str]:
+        """A client's settings for automatic HTTPS for ``tls_name`` from this CA, on the ports it validates."""
+        return dict(TLS_NAME=tls_name, SYNCER_HTTPS_PORT=str(self.tls_port),
+                    SYNCER_ACME_HTTP_PORT=str(self.http_port), SYNCER_ACME_CA=self.directory,
+                    SYNCER_ACME_CA_ROOT=str(self.ca_root), SYNCER_CERTS_DIR=str(certs_dir))
+
     def start(self) -> "Pebble":
         pebble = require_tool("pebble", "pebble")
         challtestsrv = require_tool("pebble-challtestsrv", "pebble")

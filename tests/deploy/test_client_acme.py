@@ -13,7 +13,7 @@ from client_fixture import running_client
 from library_syncer.sample import make_sample_library
 from library_syncer.web.app import client_address, create_app
 from server_fixture import running_server
-from support import free_port, require_tool, wait_until
+from support import free_port, processes, require_tool, wait_until
 
 from .acme import Pebble
 from .test_caddy_acme import served_thumbprint, subscriber
@@ -29,9 +29,7 @@ def test_client_serves_https_with_an_acme_certificate(tmp_path):
     try:
         source = tmp_path / "primary"
         make_sample_library(source, disk_size=128 * 1024)
-        env = dict(TLS_NAME=NAME, SYNCER_HTTPS_PORT=str(https_port), SYNCER_ACME_HTTP_PORT=str(http_port),
-                   SYNCER_ACME_CA=pebble.directory, SYNCER_ACME_CA_ROOT=str(pebble.ca_root),
-                   SYNCER_CERTS_DIR=str(tmp_path / "certs"), SYNCER_ADMIN_TOKEN=TOKEN, LIBRARY_NAME="Secure")
+        env = dict(pebble.client_env(NAME, tmp_path / "certs"), SYNCER_ADMIN_TOKEN=TOKEN, LIBRARY_NAME="Secure")
         with running_server(tmp_path, source) as srv, running_client(tmp_path, srv, **env) as site:
             url = f"https://{NAME}:{https_port}/lib.json"
             wait_until(lambda: f"Subscription URL: {url}" in site.log_text() or site.proc.poll() is not None,
@@ -69,16 +67,7 @@ def test_forwarded_address_is_trusted_only_behind_our_front(tmp_path):
 
 
 def _caddy_pids(marker: str) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
-            except OSError:
-                continue
-            if argv and argv[0].endswith(b"caddy") and marker.encode() in b" ".join(argv):
-                pids.append(int(entry))
-    return pids
+    return [pid for pid, (_, _, argv) in processes(marker).items() if argv[0].endswith("caddy")]
 
 
 def test_caddy_dies_with_a_killed_client(tmp_path):
@@ -89,9 +78,7 @@ def test_caddy_dies_with_a_killed_client(tmp_path):
     try:
         source = tmp_path / "primary"
         make_sample_library(source, disk_size=64 * 1024)
-        env = dict(TLS_NAME=NAME, SYNCER_HTTPS_PORT=str(https_port), SYNCER_ACME_HTTP_PORT=str(http_port),
-                   SYNCER_ACME_CA=pebble.directory, SYNCER_ACME_CA_ROOT=str(pebble.ca_root),
-                   SYNCER_CERTS_DIR=str(tmp_path / "certs"))
+        env = pebble.client_env(NAME, tmp_path / "certs")
         with running_server(tmp_path, source) as srv, running_client(tmp_path, srv, **env) as site:
             wait_until(lambda: "Subscription URL: https://" in site.log_text() or site.proc.poll() is not None,
                        120, "the ACME certificate")

@@ -5,18 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 
 from server_fixture import running_server
-from support import wait_until
-
-
-def _refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except OSError:
-        return True
+from support import port_refused, wait_until
 
 
 def test_sshd_dies_with_a_killed_server(tmp_path):
@@ -24,7 +15,7 @@ def test_sshd_dies_with_a_killed_server(tmp_path):
     (library / "item").mkdir(parents=True)
     (library / "item/a.iso").write_bytes(b"x")
     with running_server(tmp_path, library) as server:
-        assert not _refused(server.port)
+        assert not port_refused(server.port)
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait(10)
-        wait_until(lambda: _refused(server.port), 10, "sshd to exit with the killed server")
+        wait_until(lambda: port_refused(server.port), 10, "sshd to exit with the killed server")

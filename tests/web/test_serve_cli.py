@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 from inprocess import run_cli
-from support import cli_popen, free_port, wait_until
+from support import cli_popen, free_port, port_refused, wait_until
 
 from .helpers import make_cert, openssl_sha1, sparse_file
 
@@ -193,14 +193,6 @@ def test_follows_published_generation(tmp_path):
         assert s.stop()[0] == 0
 
 
-def _refused(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return False
-    except OSError:
-        return True
-
-
 def _start_download(port: int, path: str) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
@@ -221,7 +213,7 @@ def test_sigterm_lets_a_running_download_finish(library):
         s.wait_started()
         sock, body = _start_download(port, "/item/disk.vmdk")  # the client stops reading: the server blocks
         s.proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: _refused(port), 10, "the server to stop accepting connections")
+        wait_until(lambda: port_refused(port), 10, "the server to stop accepting connections")
         assert s.proc.poll() is None  # still sending the running download
         received = len(body)
         tail = body[-4:]
@@ -261,7 +253,7 @@ def test_second_signal_cuts_running_downloads(library):
     sock, _ = _start_download(port, "/item/disk.vmdk")
     with sock:
         s.proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: _refused(port), 10, "the server to stop accepting connections")
+        wait_until(lambda: port_refused(port), 10, "the server to stop accepting connections")
         started = time.monotonic()
         s.proc.send_signal(signal.SIGINT)
         code, err = s.stop(timeout=20)
