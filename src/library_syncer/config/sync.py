@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import zoneinfo
 from datetime import datetime
 from pathlib import Path
@@ -13,10 +12,8 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import NoDecode
 
 from ..errors import ConfigError
+from . import bwtable
 from .common import check_host_name, env
-
-# rsync --bwlimit syntax: a number with an optional unit suffix (K=1024 bytes by default).
-_BWLIMIT_RE = re.compile(r"^\d+(\.\d+)?([KMGkmg]([iI]?[bB])?)?$")
 
 
 class PublishSettings(BaseModel):
@@ -65,7 +62,9 @@ class SyncSettings(BaseModel):
     )
     sync_max_bw: str = Field(
         "0", validation_alias=env("SYNC_MAX_BW", "SYNC_MAX_KBPS"),
-        description="Bandwidth cap in rsync --bwlimit syntax (KiB/s, or e.g. 1.5m); 0 = unlimited",
+        description="Bandwidth cap in rsync --bwlimit syntax (KiB/s, or e.g. 1.5m; 0 = unlimited), or a "
+        "timetable in TZ ('08:00,512k 18:00,off', 'Mon-08:00,1m Sat-00:00,pause'; off = unlimited, "
+        "pause = no transfer)",
     )
     sync_timeout: int = Field(
         300, ge=10, validation_alias=env("SYNC_TIMEOUT"),
@@ -114,12 +113,11 @@ class SyncSettings(BaseModel):
     def _sync_peer_host(cls, v: str | None) -> str | None:
         return check_host_name(v)
 
-    @field_validator("sync_max_bw")
+    @field_validator("sync_max_bw", mode="before")
     @classmethod
-    def _sync_max_bw_syntax(cls, v: str) -> str:
-        v = str(v).strip()
-        if not _BWLIMIT_RE.match(v):
-            raise ValueError("expected rsync --bwlimit syntax such as 0, 500, 1.5m or 2M")
+    def _sync_max_bw_syntax(cls, v: Any) -> str:
+        v = bwtable.canonical(v)
+        bwtable.parse(v)  # one line naming the entry when malformed
         return v
 
     def require_peer(self, purpose: str = "to sync") -> str:
