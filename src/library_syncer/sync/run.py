@@ -24,12 +24,14 @@ from ..transport.exitcodes import Outcome, classify
 from ..util.proc import Proc, RunLock, run as run_child
 from ..vcsp.manifest import update_manifest
 from ..vcsp.published import read_published
+from .bwslots import transfer_in_slots
 from .cleanup import remove_empty_items, remove_unselected
 from .guard import delete_guard, publish_guard
 from .plan import SyncPlan, prepare, source_items
 from .result import AttemptStarted, Event, Phase, RetryScheduled, SyncResult, held_back_text
-from .schedule import next_retry_delay
+from .schedule import next_retry_delay, zone
 from .selection import is_selected, rsync_filters
+from .timetable import Timetable
 
 log = logging.getLogger(__name__)
 
@@ -97,11 +99,18 @@ class _Run:
         return outcome, source_items(rs.parse_listing(proc.stdout)), False
 
     def transfer(self) -> tuple[Outcome | None, bool]:
-        staging = self.plan.layout.staging
-        cmd = rs.sync_command(self.plan.source, staging, rsh=self.plan.rsh, timeout=self.plan.timeout,
-                              max_bw=self.plan.max_bw,
+        """rsync into staging, restarted at each rate change of the bandwidth timetable (:mod:`.bwslots`)."""
+        proc = transfer_in_slots(Timetable.parse(self.plan.max_bw), zone(self.s.tz), self.stop, self.rsync, self.emit)
+        if proc.stopped:
+            return None, True
+        return classify(proc.code, proc.stderr), False
+
+    def rsync(self, max_bw: str, stop: threading.Event) -> Proc:
+        """One rsync into staging at ``max_bw``; its statistics are added to the result."""
+        cmd = rs.sync_command(self.plan.source, self.plan.layout.staging, rsh=self.plan.rsh,
+                              timeout=self.plan.timeout, max_bw=max_bw,
                               extra=rsync_filters(self.s.sync_include, self.s.sync_exclude))
-        proc = _run(cmd, on_line=self.on_line, stop_event=self.stop)
+        proc = _run(cmd, on_line=self.on_line, stop_event=stop)
         stats = rs.parse_stats(proc.stdout)
         r = self.result
         r.bytes_sent += stats.bytes_sent
@@ -110,9 +119,7 @@ class _Run:
         r.matched_bytes += stats.matched_bytes
         if stats.bytes_received or stats.bytes_sent:
             self.emit(stats)
-        if proc.stopped:
-            return None, True
-        return classify(proc.code, proc.stderr), False
+        return proc
 
     def run(self) -> SyncResult:
         s, lay = self.s, self.plan.layout
