@@ -9,8 +9,10 @@ from urllib.parse import unquote, urljoin, urlsplit
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from library_syncer.vcsp import rules
+from library_syncer.vcsp import etags, rules
 from library_syncer.vcsp.rules import ScannedFile
+
+from .helpers import shared_etag
 
 LIB = "urn:uuid:00000000-0000-4000-8000-000000000001"
 NOW = "2024-01-01T00:00:00.000Z"
@@ -105,8 +107,8 @@ def test_display_names_unique_bounded_deterministic(folders, prefix):
 
 # --- documents ----------------------------------------------------------------------
 
-def _plan(files, prev=None, folder="item", name="item", now=NOW):
-    return rules.plan_item(folder=folder, name=name, files=files, prev=prev, library_id=LIB, now=now)
+def _plan(files, prev=None, folder="item", name="item", now=NOW, known=None):
+    return rules.plan_item(folder=folder, name=name, files=files, prev=prev, library_id=LIB, now=now, known=known)
 
 
 def test_ovf_item_document_and_type_metadata():
@@ -116,8 +118,10 @@ def test_ovf_item_document_and_type_metadata():
     assert doc["selfHref"] == "My%20VM/item.json" and rules.is_uuid_urn(doc["id"])
     assert [f["name"] for f in doc["files"]] == ["vm-disk1.vmdk", "vm.ovf"]
     f0 = doc["files"][0]
-    assert f0 == {"name": "vm-disk1.vmdk", "size": 20, "etag": "b" * 32, "generationNum": 1,
+    etag = shared_etag({"vm.ovf": "a" * 32, "vm-disk1.vmdk": "b" * 32})
+    assert f0 == {"name": "vm-disk1.vmdk", "size": 20, "etag": etag, "generationNum": 1,
                   "hrefs": ["My%20VM/vm-disk1.vmdk"]}
+    assert doc["files"][1]["etag"] == etag  # one etag per item
     meta = doc["metadata"][0]
     assert (meta["key"], meta["type"], meta["domain"], meta["visibility"]) == (
         "type-metadata", "String", "SYSTEM", "READONLY")
@@ -140,12 +144,14 @@ def test_unchanged_item_keeps_everything():
 
 def test_changed_file_bumps_version_and_its_generation_only():
     first = _plan([ScannedFile("a.vmdk", 5, "d" * 32), ScannedFile("b.ovf", 5, "e" * 32)]).doc
-    second = _plan([ScannedFile("a.vmdk", 6, "f" * 32), ScannedFile("b.ovf", 5, "e" * 32)], prev=first, now=LATER)
+    second = _plan([ScannedFile("a.vmdk", 6, "f" * 32), ScannedFile("b.ovf", 5, "e" * 32)], prev=first, now=LATER,
+                   known={"a.vmdk": "d" * 32, "b.ovf": "e" * 32})
     assert second.changed
     doc = second.doc
     assert (doc["id"], doc["created"]) == (first["id"], first["created"])
     assert doc["version"] == doc["contentVersion"] == "2"
     assert [f["generationNum"] for f in doc["files"]] == [2, 1]
+    assert {f["etag"] for f in doc["files"]} == {shared_etag({"a.vmdk": "f" * 32, "b.ovf": "e" * 32})}
     assert json.loads(doc["metadata"][0]["value"])["version"] == "2"
 
 
@@ -182,7 +188,7 @@ def test_sequences_of_changes(seq):
         elif op == "delete" and name in content and len(content) > 1:
             del content[name]
         files = [ScannedFile(n, 1, f"{v:032x}") for n, v in content.items()]
-        plan = _plan(files, prev=doc, now=LATER)
+        plan = _plan(files, prev=doc, now=LATER, known={n: f"{v:032x}" for n, v in before.items()})
         assert plan.changed == (content != before)
         assert plan.doc["id"] == doc["id"] and plan.doc["created"] == NOW
         assert int(plan.doc["version"]) == int(doc["version"]) + plan.changed
@@ -195,6 +201,7 @@ def test_sequences_of_changes(seq):
                 assert f["generationNum"] > max(gens.get(n, [0]))
                 assert f["generationNum"] == int(plan.doc["version"])
             gens.setdefault(n, []).append(f["generationNum"])
+        assert {f["etag"] for f in plan.doc["files"]} == {shared_etag({f.path: f.md5 for f in files})}
         doc = json.loads(json.dumps(plan.doc))
 
 
@@ -224,3 +231,58 @@ def test_returning_item_gets_a_new_version():
                            returning=True)
     assert back.changed and back.doc["version"] == "2" and back.doc["id"] == first["id"]
     assert back.doc["files"][0]["generationNum"] == 1
+
+
+# --- one etag per item ----------------------------------------------------------------
+
+def test_item_etag_is_a_java_long_that_follows_every_file():
+    base = {"vm.ovf": "a" * 32, "vm-disk1.vmdk": "b" * 32}
+    tag = etags.item_etag(base.items())
+    assert tag == shared_etag(base) and tag.isdigit() and 0 <= int(tag) <= 2**63 - 1
+    assert etags.item_etag(reversed(list(base.items()))) == tag  # order of the scan does not matter
+    others = [{**base, "vm.ovf": "c" * 32}, {"vm.ovf": "a" * 32}, {"x/vm.ovf": "a" * 32, "vm-disk1.vmdk": "b" * 32},
+              {**base, "vm.mf": "d" * 32}]
+    assert len({tag} | {etags.item_etag(o.items()) for o in others}) == 1 + len(others)
+    odd = b"caf\xe9.iso".decode("utf-8", "surrogateescape")
+    assert etags.item_etag([(odd, "e" * 32)]) == shared_etag({odd: "e" * 32})
+
+
+def _per_file_md5(doc):
+    """``doc`` as the release before one etag per item wrote it: each file's own md5 as its etag."""
+    old = json.loads(json.dumps(doc))
+    for f in old["files"]:
+        f["etag"] = MD5[f["name"]]
+    return old
+
+
+MD5 = {"vm.ovf": "a" * 32, "vm-disk1.vmdk": "b" * 32, "vm.mf": "c" * 32}
+TEMPLATE = [ScannedFile(n, 10 + i, m) for i, (n, m) in enumerate(MD5.items())]
+
+
+def test_upgrade_from_per_file_etags_keeps_versions_and_generations():
+    first = _plan(TEMPLATE).doc
+    second = _plan(TEMPLATE, prev=first, known=MD5).doc
+    upgraded = _plan(TEMPLATE, prev=_per_file_md5(second), now=LATER)  # no md5 record (the old state had none)
+    assert not upgraded.changed and upgraded.doc == second  # same version and generationNums, one etag
+    with_record = _plan(TEMPLATE, prev=_per_file_md5(second), now=LATER, known=MD5)
+    assert not with_record.changed and with_record.doc == second
+    # a real change in the same run still counts: the disk's generation and the version go up
+    changed = [ScannedFile("vm-disk1.vmdk", 11, "f" * 32) if f.path == "vm-disk1.vmdk" else f for f in TEMPLATE]
+    plan = _plan(changed, prev=_per_file_md5(second), now=LATER)
+    gens = {f["name"]: f["generationNum"] for f in plan.doc["files"]}
+    assert plan.changed and plan.doc["version"] == "2" and gens == {"vm.ovf": 1, "vm-disk1.vmdk": 2, "vm.mf": 1}
+
+
+def test_without_an_md5_record_a_changed_item_bumps_every_file():
+    """The state file lost: the shared etag says the item changed, not which file; all files are sent again."""
+    first = _plan(TEMPLATE).doc
+    changed = [ScannedFile("vm-disk1.vmdk", 11, "f" * 32) if f.path == "vm-disk1.vmdk" else f for f in TEMPLATE]
+    plan = _plan(changed, prev=first, now=LATER)
+    assert plan.changed and {f["generationNum"] for f in plan.doc["files"]} == {2}
+    assert not _plan(TEMPLATE, prev=first, now=LATER).changed  # unchanged: the shared etag tells
+
+
+def test_etag_problem_names_disagreeing_files():
+    assert etags.etag_problem([{"etag": "1"}, {"etag": "1"}]) is None
+    assert etags.etag_problem([{"etag": "1"}, {"etag": "2"}, {"etag": "2"}]) == (
+        "its 3 files carry 2 different etags; vCenter expects one etag per item")

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from . import etags, rules
 from . import names as served
-from . import rules
 from .scan import scan_tree
 from .storage import read_json
 
@@ -81,6 +81,9 @@ def item_problems(doc: Any, where: str, library_id: Any) -> list[str]:
         hrefs = f.get("hrefs")
         if not isinstance(hrefs, list) or not hrefs or not all(isinstance(h, str) for h in hrefs):
             out.append(f"{label}: hrefs is not a list of strings")
+    disagree = etags.etag_problem(files)
+    if disagree:
+        out.append(f"{where}: {disagree}")
     if doc.get("type") == "vcsp.ovf":
         out += _metadata_problems(doc, where, library_id)
     return out

@@ -5,10 +5,13 @@ Order of writes, each one atomic (temporary file + fsync + rename): changed
 A reader that follows vCenter's order (lib.json, then items.json, then each
 item.json) never sees a half-written file, sees an ``items.json`` at least as
 new as the ``lib.json`` it read, and an ``item.json`` at least as new as its
-``items.json`` entry: same version means identical content.  Readers of a
+``items.json`` entry: same version means identical content (but for the etag
+values, once, when an upgrade from per-file etags rewrites them unchanged files
+and all: see :func:`.rules.plan_item`).  Readers of a
 published generation (see :mod:`library_syncer.publish`) never see a rewrite.
 
-State (hash cache, last published documents) lives in the hidden folder
+State (hash cache, last published documents, the md5 of every file they list:
+an item's files share one etag, so a file's own digest is kept here) lives in the hidden folder
 ``PATH/.library-syncer/`` unless ``state_path`` names another file; when it
 is lost or corrupt, ids, ``created``, versions and generation numbers are
 recovered from the manifest files themselves, then from the published
@@ -158,6 +161,9 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
         with contextlib.suppress(OSError):
             os.unlink(leftover)
     cache = HashCache(state.get("hashes"))
+    saved = state.get("md5")
+    saved_md5: dict[str, Any] = saved if isinstance(saved, dict) else {}
+    md5s: dict[str, dict[str, str]] = {}  # item folder -> path -> md5 of each file its document lists
     names = rules.display_names(list(scan.items) + list(scan.errors))
     left_out: dict[str, str] = {}
     held_back: dict[str, str] = {}
@@ -175,6 +181,8 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
             return
         held_back[folder] = "; ".join(reasons)
         kept[folder] = good
+        if folder in saved_md5 and valid_doc(state["items"].get(folder)) == good:
+            md5s[folder] = saved_md5[folder]
         plans.append(rules.ItemPlan(folder, good, False))
         summaries.append(ItemSummary(
             name=str(good.get("name")), folder=folder, type=str(good.get("type")),
@@ -183,7 +191,8 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
         ))
 
     for folder in sorted(set(scan.items) | set(scan.errors)):
-        prev = (valid_doc(state["items"].get(folder)) or valid_doc(read_json(root / folder / "item.json"))
+        from_state = valid_doc(state["items"].get(folder))
+        prev = (from_state or valid_doc(read_json(root / folder / "item.json"))
                 or valid_doc(published.items.get(folder)))
         if prev is not None:
             kept[folder] = prev
@@ -215,8 +224,10 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
             continue
         scanned = [rules.ScannedFile(f.path, f.size, digests[f.path]["md5"]) for f in files]
         plan = rules.plan_item(folder=folder, name=names[folder], files=scanned, prev=prev,
-                               library_id=library_id, now=now, returning=folder not in prev_published)
+                               library_id=library_id, now=now, returning=folder not in prev_published,
+                               known=_md5_record(saved_md5.get(folder)) if from_state else None)
         plans.append(plan)
+        md5s[folder] = {f.path: f.md5 for f in scanned}
         kept[folder] = plan.doc
         summaries.append(ItemSummary(
             name=plan.doc["name"], folder=folder, type=plan.doc["type"], size=sum(f.size for f in files),
@@ -251,7 +262,7 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
         fsync_dir(root)
 
     new_state = {"format": state.get("format", 1), "library": lib, "items": kept,
-                 "published": listed, "hashes": cache.saved()}
+                 "published": listed, "hashes": cache.saved(), "md5": md5s}
     if new_state != state:
         try:
             save_state(state_file, new_state)
@@ -272,6 +283,13 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
         files_hashed=cache.files_hashed, bytes_hashed=cache.bytes_hashed, warnings=warnings,
         files_written=written, held_back=held_back,
     )
+
+
+def _md5_record(value: Any) -> dict[str, str] | None:
+    """A saved path -> md5 record of an item, when it is one."""
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return value
+    return None
 
 
 def check_manifest(root: Path) -> list[str]:

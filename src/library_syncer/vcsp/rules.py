@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, TypeGuard
 from urllib.parse import quote
 
+from . import etags
+
 VCSP_VERSION = "2"
 MAX_NAME_LENGTH = 80
 ITEMS_HREF = "items.json"
@@ -187,12 +189,12 @@ def item_doc(
     return doc
 
 
-def file_entry(folder: str, f: ScannedFile, generation: int) -> dict[str, Any]:
-    """One ``files`` entry of an item document."""
+def file_entry(folder: str, f: ScannedFile, generation: int, etag: str) -> dict[str, Any]:
+    """One ``files`` entry of an item document (``etag``: the item's shared one, see :mod:`.etags`)."""
     return {
         "name": display_text(f.path),
         "size": f.size,
-        "etag": f.md5,
+        "etag": etag,
         "generationNum": generation,
         "hrefs": [encode_href(folder, *f.path.split("/"))],
     }
@@ -236,15 +238,18 @@ def _prev_files(prev: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
 
 def plan_item(
     *, folder: str, name: str, files: list[ScannedFile], prev: dict[str, Any] | None,
-    library_id: str, now: str, returning: bool = False,
+    library_id: str, now: str, returning: bool = False, known: dict[str, str] | None = None,
 ) -> ItemPlan:
     """The item document given the scan and the previously published document.
 
     The id and ``created`` are kept; ``version``/``contentVersion`` go up by one
     when the document would differ in anything else, or when the item comes
     back (``returning``) after being left out of the manifest; a file keeps its
-    ``generationNum`` while its size and etag stay, else it gets one above
-    both its previous value and the item's previous version.
+    ``generationNum`` while its bytes stay (``known``: path -> md5 it had when
+    ``prev`` was published; see :func:`.etags.file_unchanged`), else it gets one
+    above both its previous value and the item's previous version.  Every file
+    carries the item's one etag; when only the etag values differ from ``prev``
+    (an upgrade from per-file etags) the version stays and the plan is not a change.
     """
     prev = prev if isinstance(prev, dict) else None
     item_id = prev.get("id") if prev else None
@@ -256,16 +261,17 @@ def plan_item(
     old_version = int_or_none(prev.get("version")) if prev else None
     next_version = (old_version or 0) + 1
     old_files = _prev_files(prev)
+    shared = etags.item_etag((f.path, f.md5) for f in files)
     entries = []
     for f in sorted(files, key=lambda f: f.path):
         old = old_files.get(display_text(f.path))
         old_gen = old.get("generationNum") if old else None
         old_gen = old_gen if isinstance(old_gen, int) and not isinstance(old_gen, bool) else None
-        if old and old_gen is not None and old.get("size") == f.size and old.get("etag") == f.md5:
+        if old and old_gen is not None and etags.file_unchanged(old, f.size, f.md5, shared, (known or {}).get(f.path)):
             gen = old_gen
         else:
             gen = max(next_version, (old_gen or 0) + 1)
-        entries.append(file_entry(folder, f, gen))
+        entries.append(file_entry(folder, f, gen, shared))
     type_ = item_type(f.path for f in files)
 
     def build(version: int) -> dict[str, Any]:
@@ -274,7 +280,7 @@ def plan_item(
 
     if old_version is not None and not returning:
         doc = build(old_version)
-        if doc == prev:
+        if doc == prev or etags.only_etags_differ(doc, prev or {}):
             return ItemPlan(folder, doc, False)
     return ItemPlan(folder, build(next_version), True)
 
