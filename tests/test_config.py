@@ -126,6 +126,8 @@ ROLE_FLAGS = {
         "keys_dir", "generation_grace_seconds", "status_port", "stale_after_seconds", "webhook_url",
         "admin_token_file", "acme_ca", "acme_email", "acme_ca_root", "acme_http_port",
         "http_header_timeout_seconds", "http_idle_timeout_seconds", "http_max_connections", "http_max_per_client",
+        "vcenter_url", "vcenter_user", "vcenter_password_file", "vcenter_library", "vcenter_ca_file",
+        "vcenter_thumbprint",
     },
     "sync": {
         "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts", "sync_max_bw",

@@ -17,10 +17,12 @@ from .model import CLIENT_GROUPS, GROUPS, SERVER_GROUPS, SYNC_GROUPS, Group, Set
 from .server import FleetSettings, ServerSettings
 from .sync import PublishSettings, ScheduleSettings, SyncSettings
 from .web import AcmeSettings, OpsSettings, ShutdownSettings, TlsSettings, WebSettings
+from .vcenter import VcenterSettings
 
 __all__ = [
     "AcmeSettings", "AdminSettings", "CLIENT_GROUPS", "FleetSettings", "GROUPS", "Group", "LogSettings",
     "OpsSettings", "PublishSettings", "SERVER_GROUPS", "SYNC_GROUPS", "ScheduleSettings", "ServerSettings",
     "Settings", "ShutdownSettings", "StateSettings", "SyncSettings", "TlsSettings", "WebSettings",
+    "VcenterSettings",
     "env_names", "flag_fields", "is_secret", "load_settings",
 ]

@@ -14,27 +14,30 @@ from .common import AdminSettings, LogSettings, StateSettings, is_secret
 from .server import FleetSettings, ServerSettings
 from .sync import PublishSettings, ScheduleSettings, SyncSettings
 from .web import AcmeSettings, OpsSettings, ShutdownSettings, TlsSettings, WebSettings
+from .vcenter import VcenterSettings
 
 Group = type[BaseModel]
 
 # Every group, in the order of the README's configuration table.
 GROUPS: tuple[Group, ...] = (
     StateSettings, ServerSettings, FleetSettings, AdminSettings, SyncSettings, PublishSettings,
-    ScheduleSettings, WebSettings, TlsSettings, AcmeSettings, OpsSettings, ShutdownSettings, LogSettings,
+    ScheduleSettings, WebSettings, TlsSettings, AcmeSettings, OpsSettings, VcenterSettings, ShutdownSettings,
+    LogSettings,
 )
 
 # The groups of each role: its command has a flag for each of their fields.
 SERVER_GROUPS: tuple[Group, ...] = (StateSettings, ServerSettings, FleetSettings, AdminSettings)
 SYNC_GROUPS: tuple[Group, ...] = (StateSettings, SyncSettings, PublishSettings)
 CLIENT_GROUPS: tuple[Group, ...] = SYNC_GROUPS + (
-    ScheduleSettings, WebSettings, TlsSettings, AcmeSettings, OpsSettings, AdminSettings,
+    ScheduleSettings, WebSettings, TlsSettings, AcmeSettings, OpsSettings, VcenterSettings, AdminSettings,
 )
 
 
 # Bases are listed last group first: pydantic orders inherited fields from the last base on,
 # so model_fields follows GROUPS.
 class Settings(
-    LogSettings, ShutdownSettings, OpsSettings, AcmeSettings, TlsSettings, WebSettings, ScheduleSettings,
+    LogSettings, ShutdownSettings, VcenterSettings,
+    OpsSettings, AcmeSettings, TlsSettings, WebSettings, ScheduleSettings,
     PublishSettings, SyncSettings, AdminSettings, FleetSettings, ServerSettings, StateSettings, BaseSettings,
 ):
     """Every setting of every role; each command uses the ones it needs."""

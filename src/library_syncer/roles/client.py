@@ -8,7 +8,8 @@ published; before the first publication ``lib.json`` answers the VCSP "not ready
 document (:meth:`ClientDaemon.not_ready`).  Every log
 line of a sync carries its run id.  The sync history survives restarts (state
 folder), feeds the status page, the JSON API and the metrics, and a webhook is
-called when syncs start failing and when they recover.
+called when syncs start failing and when they recover.  After a publication that
+changed something the site's vCenter is asked to sync (:mod:`.vcenter_notify`, optional).
 SIGTERM/SIGINT stop the scheduler, end a running rsync (its staging tree is
 kept so the next start resumes) and let running downloads finish; a second one
 cuts them (:func:`~library_syncer.util.signals.capture_signals`).  The web servers
@@ -46,6 +47,7 @@ from ..web.app import not_ready_document
 from ..util.signals import capture_signals
 from .client_setup import check_ports, check_start, listen_ports  # noqa: F401 (re-exported)
 from .client_web import ACME_START_TIMEOUT, SiteWeb, served_root  # noqa: F401 (re-exported)
+from .vcenter_notify import VcenterNotifier
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,8 @@ class ClientDaemon(SiteWeb):
         self._thread_stop = threading.Event()
         self._tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
+        self.vcenter = (VcenterNotifier(settings, self.metrics_, self.stop, self._post_webhook)
+                        if settings.vcenter_enabled() else None)
 
     # -- what the status endpoints ask (web/status.py StatusSource) ------------------------
     def status(self) -> dict[str, Any]:
@@ -98,7 +102,8 @@ class ClientDaemon(SiteWeb):
             next_run=self.state.next_run, published=published, now=datetime.now(timezone.utc),
             stale_after=s.stale_after_seconds, schedule=s.sync_schedule, tz=s.tz, peer=s.sync_peer,
             thumbprint=(self.front.last_thumbprint if self.front is not None else None) or self.thumbprint,
-        ) | {"sync_skip_initial": s.sync_skip_initial}
+        ) | {"sync_skip_initial": s.sync_skip_initial,
+             "vcenter": self.vcenter.document() if self.vcenter else None}
 
     def not_ready(self) -> dict[str, Any] | None:
         """What ``lib.json`` answers (503) before the first publication; None once one is published.
@@ -176,16 +181,25 @@ class ClientDaemon(SiteWeb):
             event = st.webhook_event(previous, result)
             if event and self.settings.webhook_url:
                 self._spawn(self._call_webhook(event, result))
+            if self.vcenter and result.ok and result.generation is not None:  # something changed
+                if (notify := self.vcenter.published(result.generation)) is not None:
+                    self._spawn(notify)
         return result
 
     async def _call_webhook(self, event: str, result: SyncResult) -> None:
-        """POST the event to the webhook: a few tries, bounded; failures are logged, never raised."""
+        """POST a sync event to the webhook (see :meth:`_post_webhook`)."""
         s = self.settings
-        if not s.webhook_url:  # none set: the caller does not start this
-            return
         payload = st.webhook_payload(
             event, result, site=s.library_name, host=socket.gethostname(),
             last_success=st.last_success_time(self.state.history, None))
+        await self._post_webhook(event, payload)
+
+    async def _post_webhook(self, event: str, payload: dict[str, Any]) -> None:
+        """POST the event to the webhook when one is set: a few tries, bounded; failures are logged, never raised."""
+        s = self.settings
+        if not s.webhook_url:
+            return
+        payload = {"event": event, "site": s.library_name, "host": socket.gethostname()} | payload
         timeout = aiohttp.ClientTimeout(total=10)
         for attempt in range(1, WEBHOOK_TRIES + 1):
             try:

@@ -2,7 +2,7 @@
 
 Each problem is one ConfigError line naming the setting: a library folder that
 cannot be used, an unusable host-key file (the sync plan's own checks, without
-network) or a web port that cannot be bound.
+network), incomplete vCenter settings or a web port that cannot be bound.
 """
 
 from __future__ import annotations
@@ -13,11 +13,16 @@ import socket
 from ..config import Settings
 from ..errors import ConfigError
 from ..sync.plan import prepare
+from ..vcenter.trust import tls_trust
 
 
 def check_start(settings: Settings) -> None:
     """The start-up checks, before anything starts: ConfigError (one line naming the setting) for a library
-    folder that cannot be used, an unusable host-key file or a web port that cannot be bound."""
+    folder that cannot be used, an unusable host-key file, an incomplete vCenter setting or a web port
+    that cannot be bound."""
+    settings.require_vcenter()  # the vCenter to tell: user, library, a readable password file
+    if settings.vcenter_enabled():
+        tls_trust(settings.vcenter_ca_file, settings.vcenter_thumbprint)  # a CA file that loads
     prepare(settings, startup=True)  # no network; the site key may be installed later
     acme = bool(settings.tls_name) and not settings.tls_files()
     check_ports(settings.http_host, listen_ports(settings, acme=acme))

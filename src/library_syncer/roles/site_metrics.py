@@ -39,6 +39,13 @@ class ClientMetrics:
         self.http_requests = Counter(f"{PREFIX}_http_requests", "HTTP requests answered", ["method", "status"],
                                      registry=r)
         self.http_bytes = Counter(f"{PREFIX}_http_sent_bytes", "Body bytes sent by the web server", registry=r)
+        self.vcenter_requests = Counter(f"{PREFIX}_vcenter_sync_requests",
+                                        "Requests to the site's vCenter to sync its subscribed library, by result",
+                                        ["result"], registry=r)
+        self.vcenter_last_ok = Gauge(f"{PREFIX}_vcenter_last_sync_request_ok",
+                                     "1 when vCenter accepted the last sync request, 0 when it failed", registry=r)
+        self.vcenter_last = Gauge(f"{PREFIX}_vcenter_last_sync_request_timestamp_seconds",
+                                  "End of the last sync request to vCenter", registry=r)
 
     def observe_sync(self, result: SyncResult) -> None:
         """Count a finished sync."""

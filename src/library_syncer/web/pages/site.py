@@ -97,6 +97,24 @@ def _rate(run: dict) -> str:
     return f"{human_bytes(run['wire_bytes'] / secs)}/s" if secs > 0 else "—"
 
 
+def _vcenter_card(vc: dict[str, Any], now: datetime) -> str:
+    """The vCenter told to sync after each publication: its settings and the latest request."""
+    req = vc.get("last_request")
+    if req is None:
+        last = '<span class="mut">none yet (asked after the next publication that changes something)</span>'
+    else:
+        badge = {"ok": "ok", "failed": "bad"}.get(req["state"], "run")
+        last = (f'<span class="badge {badge}">{escape(req["state"])}</span> generation {req["generation"]}, '
+                f'{_time(req["ended"] or req["started"], now)}, {req["tries"]} tr{"y" if req["tries"] == 1 else "ies"}'
+                + (f' <span class="err">{escape(req["error"])}</span>' if req.get("error") else ""))
+    return '<section class="card"><h2>vCenter</h2>' + _dl([
+        ("vCenter", f"<code>{escape(vc['url'])}</code>"),
+        ("Library", escape(f"{vc['library']} (as {vc['user']})")),
+        ("Trust", escape(vc["trust"])),
+        ("Last sync request", last),
+    ]) + "</section>"
+
+
 def render_status(st: dict[str, Any]) -> str:
     """The whole page for the status document ``st`` (see ``daemon.status.client_status``)."""
     now = datetime.fromisoformat(st["now"]).astimezone(site_zone(st.get("tz")))
@@ -139,6 +157,8 @@ def render_status(st: dict[str, Any]) -> str:
         ("Primary", escape(st.get("peer") or "—")),
     ])
 
+    vcenter_card = _vcenter_card(st["vcenter"], now) if st.get("vcenter") else ""
+
     held = st.get("held_back") or {}
     held_card = (
         '<section class="card wide"><h2>Held back</h2><p class="err">These items failed validation at the '
@@ -175,7 +195,7 @@ def render_status(st: dict[str, Any]) -> str:
 <section class="card"><h2>Published</h2>{published_card}</section>
 <section class="card"><h2>Last sync</h2>{last_card}</section>
 <section class="card"><h2>Schedule</h2>{schedule_card}</section>
-{held_card}
+{vcenter_card}{held_card}
 </div>
 <h2 class="section">Items</h2>
 <div class="scroll"><table><thead><tr><th>Name</th><th>Type</th><th>Size</th><th>Version</th><th>Changed</th></tr></thead>

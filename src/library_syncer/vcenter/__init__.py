@@ -1,0 +1,1 @@
+"""The site's vCenter: the vSphere Automation REST calls that ask it to sync its subscribed library."""
