@@ -102,8 +102,13 @@ class ClientDaemon(SiteWeb):
             next_run=self.state.next_run, published=published, now=datetime.now(timezone.utc),
             stale_after=s.stale_after_seconds, schedule=s.sync_schedule, tz=s.tz, peer=s.sync_peer,
             thumbprint=(self.front.last_thumbprint if self.front is not None else None) or self.thumbprint,
-        ) | {"sync_skip_initial": s.sync_skip_initial,
-             "vcenter": self.vcenter.document() if self.vcenter else None}
+        ) | self.policy() | {"vcenter": self.vcenter.document() if self.vcenter else None}
+
+    def policy(self) -> dict[str, Any]:
+        """The site's policy settings with the bandwidth slot in force now (the status document's part)."""
+        s = self.settings
+        return st.site_policy(skip_initial=s.sync_skip_initial, include=s.sync_include, exclude=s.sync_exclude,
+                              max_bw=s.sync_max_bw, tz=s.tz, now=datetime.now(timezone.utc))
 
     def not_ready(self) -> dict[str, Any] | None:
         """What ``lib.json`` answers (503) before the first publication; None once one is published.
@@ -123,6 +128,7 @@ class ClientDaemon(SiteWeb):
         """The Prometheus text, library gauges refreshed (reads files: call from a worker thread)."""
         self.metrics_.observe_published(st.published_library(self.settings.library),
                                         len(st.held_back_now(self.state.history)))
+        self.metrics_.observe_bandwidth(self.policy()["bandwidth"])
         return self.metrics_.render()
 
     def start_sync(self, trigger: str) -> tuple[bool, str]:

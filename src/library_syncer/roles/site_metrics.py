@@ -36,6 +36,11 @@ class ClientMetrics:
         self.library_bytes = Gauge(f"{PREFIX}_library_bytes", "Bytes of the published library", registry=r)
         self.generation = Gauge(f"{PREFIX}_published_generation", "Number of the published generation",
                                 registry=r)
+        self.bandwidth_limit = Gauge(f"{PREFIX}_bandwidth_limit_bytes_per_second",
+                                     "Transfer cap of the bandwidth slot in force (+Inf: unlimited, 0: pause)",
+                                     registry=r)
+        self.bandwidth_slot = Gauge(f"{PREFIX}_bandwidth_slot", "The bandwidth timetable slot in force (value 1)",
+                                    ["entry", "limit"], registry=r)
         self.http_requests = Counter(f"{PREFIX}_http_requests", "HTTP requests answered", ["method", "status"],
                                      registry=r)
         self.http_bytes = Counter(f"{PREFIX}_http_sent_bytes", "Body bytes sent by the web server", registry=r)
@@ -65,6 +70,13 @@ class ClientMetrics:
         self.held_back.set(held_back)
         self.library_bytes.set(published["bytes"] if published else 0)
         self.generation.set((published or {}).get("generation") or 0)
+
+    def observe_bandwidth(self, bandwidth: dict) -> None:
+        """Set the bandwidth gauges from the status document's ``bandwidth`` part (the slot in force)."""
+        bps = bandwidth["bytes_per_second"]
+        self.bandwidth_limit.set(float("inf") if bps is None else bps)
+        self.bandwidth_slot.clear()
+        self.bandwidth_slot.labels(bandwidth["slot"], bandwidth["limit"]).set(1)
 
     def observe_request(self, method: str, status: int, body_bytes: int) -> None:
         """Count one answered HTTP request."""

@@ -19,6 +19,8 @@ from ..publish.generations import current_generation, current_root
 from ..util.fmt import iso_utc
 from ..util.fs import atomic_write
 from ..sync.result import SyncResult
+from ..sync.schedule import zone
+from ..sync.timetable import Timetable, status as bandwidth_status
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,16 @@ def webhook_payload(event: str, result: SyncResult, *, site: str, host: str,
         "kind": result.kind, "reason": result.reason, "at": _iso(result.ended),
         "held_back": dict(result.held_back),
         "last_success": _iso(last_success),
+    }
+
+
+def site_policy(*, skip_initial: bool, include: Iterable[str], exclude: Iterable[str], max_bw: str,
+                tz: str | None, now: datetime) -> dict[str, Any]:
+    """The site's policy settings in the status document: the sync at start, the item filter, and the
+    bandwidth setting with the timetable slot in force at ``now`` (read in ``tz``) and its next change."""
+    return {
+        "sync_skip_initial": skip_initial, "sync_include": list(include), "sync_exclude": list(exclude),
+        "bandwidth": bandwidth_status(Timetable.parse(max_bw), now, zone(tz)),
     }
 
 

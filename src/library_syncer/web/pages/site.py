@@ -92,6 +92,24 @@ def _result_badge(run: dict | None) -> str:
     return '<span class="badge ok">ok</span>' if run["ok"] else f'<span class="badge bad">{escape(run["kind"])}</span>'
 
 
+def _policy_card(st: dict[str, Any], now: datetime) -> str:
+    """The site's policy: the bandwidth slot in force (and the timetable), which items it holds."""
+    bw = st.get("bandwidth") or {}
+    bps = bw.get("bytes_per_second")
+    limit = ('<span class="badge warn">pause</span> no transfer in this slot' if bw.get("paused")
+             else escape(bw.get("limit", "—") + (f" ({human_bytes(bps)}/s)" if bps else "")))
+    if bw.get("slot", "always") != "always":
+        limit += f" from <code>{escape(bw['slot'])}</code>"
+    if bw.get("next_change"):
+        limit += f"; {escape(bw['next_limit'])} from {_time(bw['next_change'], now)}"
+    include, exclude = st.get("sync_include") or [], st.get("sync_exclude") or []
+    items = "; ".join([f"only {', '.join(include)}"] * bool(include) + [f"not {', '.join(exclude)}"] * bool(exclude))
+    return _dl([("Bandwidth", limit)]
+               + ([("Timetable", f"<code>{escape(bw['setting'])}</code> ({escape(st['tz'])})")]
+                  if bw.get("slot", "always") != "always" else [])
+               + [("Items", escape(items) if items else "all (no sync_include / sync_exclude)")])
+
+
 def _rate(run: dict) -> str:
     secs = run.get("duration_seconds") or 0
     return f"{human_bytes(run['wire_bytes'] / secs)}/s" if secs > 0 else "—"
@@ -195,6 +213,7 @@ def render_status(st: dict[str, Any]) -> str:
 <section class="card"><h2>Published</h2>{published_card}</section>
 <section class="card"><h2>Last sync</h2>{last_card}</section>
 <section class="card"><h2>Schedule</h2>{schedule_card}</section>
+<section class="card"><h2>Site policy</h2>{_policy_card(st, now)}</section>
 {vcenter_card}{held_card}
 </div>
 <h2 class="section">Items</h2>
