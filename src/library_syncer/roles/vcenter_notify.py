@@ -93,7 +93,10 @@ class VcenterNotifier:
             try:
                 accepted = await request_sync(self.target, timeout=REQUEST_TIMEOUT)
                 break
-            except VcenterError as exc:
+            except Exception as exc:  # noqa: BLE001 (a bug here must not end the daemon's loop: reported)
+                if not isinstance(exc, VcenterError):
+                    log.exception("vCenter: unexpected error")
+                    exc = VcenterError(f"internal error: {exc}", retryable=False)
                 req.error = str(exc)
                 last = not exc.retryable or attempt == TRIES
                 log.warning("vCenter: sync of library %r not requested (try %d of %d%s): %s", library, attempt,
