@@ -4,7 +4,7 @@ Usage: ``python site_sync.py SETTINGS_JSON``.  The JSON holds setting names and
 values (see ``library_syncer.config``) plus ``retry_base`` (seconds, the first
 retry's upper bound; the product's default is 10 s).  Prints one JSON line per
 event (``attempt``, ``phase``, ``retry``, ``progress`` at most 5 a second,
-``stats``) and finally ``result`` (``SyncResult.to_dict()``); each line has the
+``stats``, ``slot`` of the bandwidth timetable) and finally ``result`` (``SyncResult.to_dict()``); each line has the
 wall-clock time ``t``.
 """
 
@@ -15,6 +15,7 @@ import sys
 import time
 
 from library_syncer.config import load_settings
+from library_syncer.sync.bwslots import SlotStarted
 from library_syncer.sync.result import AttemptStarted, Phase, RetryScheduled
 from library_syncer.sync.run import run_sync
 from library_syncer.transport.rsync import Progress, RsyncStats
@@ -48,6 +49,8 @@ def main() -> None:
             emit("retry", attempt=event.attempt, delay=event.delay, reason=event.reason)
         elif isinstance(event, RsyncStats):
             emit("stats", **event.to_dict())
+        elif isinstance(event, SlotStarted):
+            emit("slot", entry=event.entry, limit=event.limit, until=event.until.timestamp() if event.until else None)
 
     result = run_sync(settings, on_event=on_event, retry_base=retry_base)
     emit("result", **result.to_dict())

@@ -60,7 +60,7 @@ class Timetable:
     def next_change(self, when: datetime, tz: tzinfo) -> datetime | None:
         """The first instant after ``when`` at which the rate in force differs (None if it never does).
 
-        Entries start on whole minutes of the wall clock, and every zone's offset is a whole number
+        Entries start on whole minutes of the wall clock, and every zone's offset today is a whole number
         of minutes, so the search walks whole UTC minutes: a week and a day at most, and correct
         across daylight-saving changes without special cases.
         """
