@@ -6,7 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from library_syncer.cli import main
-from library_syncer.config import CLIENT_GROUPS, GROUPS, SERVER_GROUPS, SYNC_GROUPS, Settings, flag_fields, load_settings
+from library_syncer.config import (
+    CLIENT_GROUPS, GROUPS, RELAY_GROUPS, SERVER_GROUPS, SYNC_GROUPS, Settings, flag_fields, load_settings,
+)
 from library_syncer.errors import ConfigError
 from support import cli
 
@@ -102,6 +104,10 @@ def test_every_group_validator_is_kept_in_the_flat_model():
     [
         ({"library_name": "  "}, "setting library_name from --library-name: must not be empty"),
         ({"sync_peer": "a b"}, "setting sync_peer from --sync-peer: must be a host name"),
+        ({"sync_peer": "relay-a,,primary"}, "setting sync_peer from --sync-peer: has an empty entry"),
+        ({"sync_peer": "relay-a:99999,primary"}, "setting sync_peer from --sync-peer: entry 'relay-a:99999': port"),
+        ({"sync_peer": "relay-a,relay-a:22"}, "setting sync_peer from --sync-peer: entry 'relay-a:22' is listed twice"),
+        ({"origin_refresh_seconds": 0}, "setting origin_refresh_seconds from --origin-refresh-seconds"),
         ({"tls_name": "a b"}, "setting tls_name from --tls-name: must be a host name"),
         ({"webhook_url": "ftp://x"}, "setting webhook_url from --webhook-url: must be an http"),
         ({"acme_ca": "x"}, "setting acme_ca from --acme-ca: must be an http"),
@@ -137,11 +143,16 @@ ROLE_FLAGS = {
     "server": {
         "library", "ssh_host", "state_dir", "syncer_uid", "syncer_user", "unprivileged", "allow_old_rsync",
         "fleet_host", "fleet_port", "site_silent_after_seconds", "admin_token_file", "ssh_port", "keys_dir",
+        "origin_refresh_seconds",
     },
+}
+ROLE_FLAGS["relay"] = ROLE_FLAGS["client"] | {
+    "ssh_host", "ssh_port", "syncer_uid", "syncer_user", "unprivileged", "allow_old_rsync", "relay_keys_dir",
 }
 
 
-@pytest.mark.parametrize("role, groups", [("client", CLIENT_GROUPS), ("sync", SYNC_GROUPS), ("server", SERVER_GROUPS)])
+@pytest.mark.parametrize("role, groups", [("client", CLIENT_GROUPS), ("sync", SYNC_GROUPS), ("server", SERVER_GROUPS),
+                                         ("relay", RELAY_GROUPS)])
 def test_a_roles_flags_come_from_its_groups(role, groups):
     command = main.get_command(None, role)  # type: ignore[arg-type]
     settings_params = {p.name for p in command.params if p.name in Settings.model_fields}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import threading
@@ -23,7 +24,7 @@ def served(tmp_path_factory):
     (outside / "secret.txt").write_text("top secret\n")
     (lib / "escape").symlink_to(outside)
     (lib / "escape-file").symlink_to(outside / "secret.txt")
-    with running_server(root, lib) as server:
+    with running_server(root, lib, args=("--origin-refresh-seconds", "1")) as server:
         yield server, root, lib
 
 
@@ -79,19 +80,39 @@ def test_cannot_read_outside_the_library(served, tmp_path):
     assert not (tmp_path / "passwd").exists()
 
 
+REFUSED = "library-syncer: refused:"
+
+
 def test_no_shell_or_other_command(served):
     server, _, _ = served
     for cmd in (["id"], ["/bin/sh", "-c", "echo pwned"], ["cat", "/etc/passwd"],
-                ["rsync", "--server", "--sender", "-logDtpre.iLsfxC", ".", "/etc/passwd"]):
+                ["library-syncer", "origin;", "id"], ["library-syncer", "origin", "&&", "id"],
+                ["library-syncer", "origin", "--all"], ["rsync", "--server", "-logDtpre.iLsfxC", ".", "/"],
+                ["rsync --server --sender -logDtpre.iLsfxC . /\nid"]):
         r = ssh(server, *cmd)
         assert r.returncode != 0, r.stdout
         assert "uid=" not in r.stdout and "pwned" not in r.stdout and "root:x:0:0" not in r.stdout
-        assert "rrsync error" in r.stderr, r.stderr  # the forced command ran instead
+        assert r.stderr.startswith(REFUSED) and r.stderr.count("\n") == 1, r.stderr  # the dispatcher, one line
+    # The sender form goes to rrsync, which refuses a path outside the library.
+    r = ssh(server, "rsync", "--server", "--sender", "-logDtpre.iLsfxC", ".", "/etc/passwd")
+    assert r.returncode != 0 and "root:x:0:0" not in r.stdout
+    assert "rrsync error" in r.stderr, r.stderr
     r = ssh(server, "sh", opts=("-tt",))  # an interactive shell with a terminal
     assert r.returncode != 0
-    assert "PTY allocation request failed" in r.stderr or "rrsync" in r.stderr, r.stderr
+    assert "PTY allocation request failed" in r.stderr or REFUSED in r.stderr, r.stderr
     r = ssh(server)  # no command at all: the forced command refuses
-    assert r.returncode != 0
+    assert r.returncode != 0 and REFUSED in r.stderr, r.stderr
+
+
+def test_origin_query_is_the_one_other_form(served):
+    server, _, lib = served
+    def settled():  # files written less than a refresh period ago are read at the next one
+        p = ssh(server, "library-syncer", "origin")
+        return p.returncode == 0 and len(json.loads(p.stdout)["items"]) == 2 and p
+
+    doc = json.loads(wait_until(settled, timeout=60, what="the origin manifest with both items").stdout)
+    assert doc["format"] == "library-syncer-origin/1" and doc["version"] >= 1
+    assert set(doc["items"]) == {p.name for p in lib.iterdir() if p.is_dir() and not p.is_symlink()}
 
 
 def _target_server():

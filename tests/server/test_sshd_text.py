@@ -20,16 +20,24 @@ from support import require_tool
 KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIBIkcQS98lcMwjbePH21l+xR802oq0eQNnRim5+kOeK6"
 
 
+PY, SCRIPT = "/usr/bin/python3", Path("/state/dispatch.py")
+
+
+def dispatcher(library: Path, origin: str = "/state/origin.json") -> str:
+    return forced_command("/usr/bin/rrsync", python=PY, script=SCRIPT, library=library, origin=Path(origin))
+
+
 def setup_for(tmp_path: Path, library: Path) -> SshdSetup:
     return SshdSetup("127.0.0.1", 2222, (tmp_path / "hk",), tmp_path / "authorized_keys", "syncer",
-                     forced_command("/usr/bin/rrsync", library))
+                     dispatcher(library))
 
 
 def test_sshd_config_is_hardened(tmp_path):
     text = render_sshd_config(setup_for(tmp_path, Path("/syncer/library")))
     lines = {ln.split()[0]: ln.split(None, 1)[1] for ln in text.splitlines() if ln and not ln.startswith("#")}
     assert lines["AllowUsers"] == "syncer"
-    assert lines["ForceCommand"] == "/usr/bin/rrsync -ro /syncer/library"
+    assert lines["ForceCommand"] == ("/usr/bin/python3 -I /state/dispatch.py --rrsync /usr/bin/rrsync "
+                                     "--library /syncer/library --origin /state/origin.json")
     for name, value in {
         "PasswordAuthentication": "no", "KbdInteractiveAuthentication": "no", "AuthenticationMethods": "publickey",
         "PermitRootLogin": "no", "AllowAgentForwarding": "no", "AllowTcpForwarding": "no", "X11Forwarding": "no",
@@ -49,16 +57,18 @@ def test_sshd_accepts_config_with_awkward_library_path(tmp_path):
     r = subprocess.run([sshd, "-T", "-f", str(tmp_path / "sshd_config")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     forced = next(ln for ln in r.stdout.splitlines() if ln.startswith("forcecommand "))
-    # What sshd hands to the shell splits back into exactly rrsync, -ro and the library path.
+    # What sshd hands to the shell splits back into exactly the dispatcher's arguments, the library path whole.
     import shlex
-    assert shlex.split(forced.split(" ", 1)[1]) == ["/usr/bin/rrsync", "-ro", str(library)]
+    assert shlex.split(forced.split(" ", 1)[1]) == [PY, "-I", str(SCRIPT), "--rrsync", "/usr/bin/rrsync",
+                                                   "--library", str(library), "--origin", "/state/origin.json"]
 
 
 def test_authorized_keys_line():
     key = SiteKey("paris", Path("paris.pub"), "ssh-ed25519", KEY, "SHA256:x", ("10.1.0.0/16", "192.0.2.7"))
-    line = authorized_keys_line(key, forced_command("/usr/bin/rrsync", Path('/lib "x"')))
+    line = authorized_keys_line(key, dispatcher(Path('/lib "x"')))
     assert line == (
-        'restrict,command="/usr/bin/rrsync -ro \'/lib \\"x\\"\'",from="10.1.0.0/16,192.0.2.7" '
+        'restrict,command="/usr/bin/python3 -I /state/dispatch.py --rrsync /usr/bin/rrsync --library '
+        '\'/lib \\"x\\"\' --origin /state/origin.json",from="10.1.0.0/16,192.0.2.7" '
         f"ssh-ed25519 {KEY} paris\n"
     )
     plain = SiteKey("rome", Path("rome.pub"), "ssh-ed25519", KEY)

@@ -20,7 +20,7 @@ from ..config import Group, Settings, env_names, flag_fields, load_settings
 from ..errors import UserError
 
 # Subcommand modules, each defining a click command named ``command``.
-SUBCOMMANDS = ["manifest", "serve", "server", "keys", "sync", "client", "status", "demo"]
+SUBCOMMANDS = ["manifest", "serve", "server", "keys", "sync", "client", "relay", "status", "demo"]
 
 _FLAGS_KEY = "_setting_flags"
 

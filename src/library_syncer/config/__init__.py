@@ -13,16 +13,16 @@ each role's command takes; ``load`` merges the sources.
 
 from .common import AdminSettings, LogSettings, StateSettings, is_secret
 from .load import env_names, load_settings
-from .model import CLIENT_GROUPS, GROUPS, SERVER_GROUPS, SYNC_GROUPS, Group, Settings, flag_fields
-from .server import FleetSettings, ServerSettings
-from .sync import PublishSettings, ScheduleSettings, SyncSettings
+from .model import CLIENT_GROUPS, GROUPS, RELAY_GROUPS, SERVER_GROUPS, SYNC_GROUPS, Group, Settings, flag_fields
+from .server import FleetSettings, RelaySettings, ServerSettings
+from .sync import Peer, PublishSettings, ScheduleSettings, SyncSettings, parse_peers
 from .web import AcmeSettings, OpsSettings, ShutdownSettings, TlsSettings, WebSettings
 from .vcenter import VcenterSettings
 
 __all__ = [
     "AcmeSettings", "AdminSettings", "CLIENT_GROUPS", "FleetSettings", "GROUPS", "Group", "LogSettings",
-    "OpsSettings", "PublishSettings", "SERVER_GROUPS", "SYNC_GROUPS", "ScheduleSettings", "ServerSettings",
+    "OpsSettings", "Peer", "PublishSettings", "RELAY_GROUPS", "RelaySettings", "SERVER_GROUPS", "SYNC_GROUPS", "ScheduleSettings", "ServerSettings",
     "Settings", "ShutdownSettings", "StateSettings", "SyncSettings", "TlsSettings", "WebSettings",
     "VcenterSettings",
-    "env_names", "flag_fields", "is_secret", "load_settings",
+    "env_names", "flag_fields", "is_secret", "load_settings", "parse_peers",
 ]

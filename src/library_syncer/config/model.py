@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .common import AdminSettings, LogSettings, StateSettings, is_secret
-from .server import FleetSettings, ServerSettings
+from .server import FleetSettings, OriginSettings, RelaySettings, ServerSettings
 from .sync import PublishSettings, ScheduleSettings, SyncSettings
 from .web import AcmeSettings, OpsSettings, ShutdownSettings, TlsSettings, WebSettings
 from .vcenter import VcenterSettings
@@ -20,17 +20,18 @@ Group = type[BaseModel]
 
 # Every group, in the order of the README's configuration table.
 GROUPS: tuple[Group, ...] = (
-    StateSettings, ServerSettings, FleetSettings, AdminSettings, SyncSettings, PublishSettings,
+    StateSettings, ServerSettings, OriginSettings, RelaySettings, FleetSettings, AdminSettings, SyncSettings, PublishSettings,
     ScheduleSettings, WebSettings, TlsSettings, AcmeSettings, OpsSettings, VcenterSettings, ShutdownSettings,
     LogSettings,
 )
 
 # The groups of each role: its command has a flag for each of their fields.
-SERVER_GROUPS: tuple[Group, ...] = (StateSettings, ServerSettings, FleetSettings, AdminSettings)
+SERVER_GROUPS: tuple[Group, ...] = (StateSettings, ServerSettings, OriginSettings, FleetSettings, AdminSettings)
 SYNC_GROUPS: tuple[Group, ...] = (StateSettings, SyncSettings, PublishSettings)
 CLIENT_GROUPS: tuple[Group, ...] = SYNC_GROUPS + (
     ScheduleSettings, WebSettings, TlsSettings, AcmeSettings, OpsSettings, VcenterSettings, AdminSettings,
 )
+RELAY_GROUPS: tuple[Group, ...] = CLIENT_GROUPS + (ServerSettings, RelaySettings)
 
 
 # Bases are listed last group first: pydantic orders inherited fields from the last base on,
@@ -38,7 +39,9 @@ CLIENT_GROUPS: tuple[Group, ...] = SYNC_GROUPS + (
 class Settings(
     LogSettings, ShutdownSettings, VcenterSettings,
     OpsSettings, AcmeSettings, TlsSettings, WebSettings, ScheduleSettings,
-    PublishSettings, SyncSettings, AdminSettings, FleetSettings, ServerSettings, StateSettings, BaseSettings,
+    PublishSettings, SyncSettings, AdminSettings, FleetSettings, RelaySettings, OriginSettings, ServerSettings,
+    StateSettings,
+    BaseSettings,
 ):
     """Every setting of every role; each command uses the ones it needs."""
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, Field
+
+from ..errors import ConfigError
 
 from .common import env
 
@@ -34,6 +38,32 @@ class ServerSettings(BaseModel):
         False, validation_alias=env("SYNCER_ALLOW_OLD_RSYNC"),
         description="Start even if rsync is older than 3.5.0 (known security fixes missing)",
     )
+
+
+class OriginSettings(BaseModel):
+    """Origin manifest: the primary's record of what it exports, the version sites compare."""
+
+    origin_refresh_seconds: int = Field(
+        60, ge=1, validation_alias=env("SYNCER_ORIGIN_REFRESH"),
+        description="Seconds between rescans of the library for the origin manifest (files written "
+        "more recently are read at the next one)",
+    )
+
+
+class RelaySettings(BaseModel):
+    """Relay: a site that also serves the generation it publishes to the sites behind it."""
+
+    relay_keys_dir: Path | None = Field(
+        None, validation_alias=env("SYNCER_RELAY_KEYS_DIR"),
+        description="Folder of the public keys (*.pub) of the sites a relay serves",
+    )
+
+    def require_relay_keys(self) -> Path:
+        """The relay's site keys folder; ConfigError (one line) when unset."""
+        if self.relay_keys_dir is None:
+            raise ConfigError("setting relay_keys_dir (SYNCER_RELAY_KEYS_DIR / --relay-keys-dir) is required "
+                              "for a relay: the folder of the public keys of the sites it serves")
+        return self.relay_keys_dir
 
 
 class FleetSettings(BaseModel):

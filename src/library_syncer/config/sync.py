@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import zoneinfo
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +16,46 @@ from pydantic_settings import NoDecode
 from ..errors import ConfigError
 from . import bwtable
 from .common import check_host_name, env
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One upstream a site pulls from: a server or a relay."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+_PEER_RE = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]]+))(?::(?P<port>\d{1,5}))?$")
+
+
+def parse_peers(text: str, default_port: int) -> list[Peer]:
+    """``relay-a:2222,relay-b,[2001:db8::1]:22,primary`` as peers; a bare IPv6 address is one host.
+
+    ValueError naming the entry when one is empty, malformed, has a bad port or repeats.
+    """
+    peers: list[Peer] = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            raise ValueError("has an empty entry (expected host, host:port or [IPv6]:port, comma-separated)")
+        if entry.count(":") > 1 and not entry.startswith("["):
+            peer = Peer(entry, default_port)
+        else:
+            m = _PEER_RE.match(entry)
+            if not m:
+                raise ValueError(f"entry {entry!r} is not host, host:port or [IPv6]:port")
+            port = int(m["port"]) if m["port"] else default_port
+            if not 1 <= port <= 65535:
+                raise ValueError(f"entry {entry!r}: port {port} is not between 1 and 65535")
+            peer = Peer(m["v6"] or m["host"], port)
+        if peer in peers:
+            raise ValueError(f"entry {entry!r} is listed twice")
+        peers.append(peer)
+    return peers
 
 
 class PublishSettings(BaseModel):
@@ -40,7 +82,9 @@ class SyncSettings(BaseModel):
     """Sync: the server, its host key, the transfer's limits and the delete guard."""
 
     sync_peer: str | None = Field(
-        None, validation_alias=env("SYNC_PEER"), description="Server host name or address"
+        None, validation_alias=env("SYNC_PEER"),
+        description="Server (or relay) to pull from; a comma-separated list is tried in order "
+        "(host, host:port, [IPv6]:port)",
     )
     sync_port: int = Field(
         2222, ge=1, le=65535, validation_alias=env("SYNC_PORT"), description="Server SSH port"
@@ -111,7 +155,10 @@ class SyncSettings(BaseModel):
     @field_validator("sync_peer")
     @classmethod
     def _sync_peer_host(cls, v: str | None) -> str | None:
-        return check_host_name(v)
+        v = check_host_name(v)
+        if v:
+            parse_peers(v, 22)
+        return v
 
     @field_validator("sync_max_bw", mode="before")
     @classmethod
@@ -121,10 +168,14 @@ class SyncSettings(BaseModel):
         return v
 
     def require_peer(self, purpose: str = "to sync") -> str:
-        """The server to sync from; ConfigError (one line) when SYNC_PEER is unset."""
+        """The server(s) to sync from as set; ConfigError (one line) when SYNC_PEER is unset."""
         if not self.sync_peer:
             raise ConfigError(f"setting sync_peer (SYNC_PEER / --sync-peer) is required {purpose}")
         return self.sync_peer
+
+    def peers(self) -> list[Peer]:
+        """The peers of SYNC_PEER in the order they are tried (empty when unset)."""
+        return parse_peers(self.sync_peer, self.sync_port) if self.sync_peer else []
 
 
 class ScheduleSettings(BaseModel):

@@ -5,6 +5,8 @@ Layout under the client's library folder ``L``::
     L/.library-syncer/staging/              rsync target, kept between runs (resumes)
     L/.library-syncer/generations/000042/   published trees, never modified
     L/current -> .library-syncer/generations/000042   what the web server serves
+    L/.library-syncer/leases/000042         touched by web servers, locked by relay sessions
+    L/.library-syncer/origin/000042.json    the origin manifest received with it
 
 A generation is a hard-link copy of the staging tree (dot-folders left out), so
 unchanged bytes cost no space.  rsync never writes into an existing file (no
@@ -15,6 +17,7 @@ generation links to keep their bytes.  The switch is a new symlink renamed over
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -197,8 +200,22 @@ def publish(library: Path, *, keep: frozenset[str] | set[str] = frozenset()) -> 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_dir(lay.generations)
+    _create_lease(library, number)
     switch_current(library, number)
     return number
+
+
+def _create_lease(library: Path, number: int) -> None:
+    """The generation's lease file, made before it is served, so a relay session of another account can lock
+    it; its time is the epoch until a web server reads from the generation."""
+    path = lease_path(library, number)
+    try:
+        path.parent.mkdir(exist_ok=True)
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o644))
+        if os.stat(path).st_mtime > 1:
+            os.utime(path, (0, 0))
+    except OSError as exc:
+        log.warning("cannot create the lease file %s: %s", path, exc.strerror)
 
 
 def switch_current(library: Path, number: int) -> None:
@@ -220,12 +237,28 @@ def lease_path(library: Path, number: int) -> Path:
     return Layout(library).meta / "leases" / Layout(library).generation(number).name
 
 
+def origin_path(library: Path, number: int) -> Path:
+    """The origin manifest a site received with generation ``number`` (a relay serves it downstream)."""
+    return Layout(library).meta / "origin" / f"{Layout(library).generation(number).name}.json"
+
+
 def leased(library: Path, number: int, grace_seconds: float, now: float) -> bool:
-    """True if a web server served from generation ``number`` within the grace period."""
+    """True if a web server served from generation ``number`` within the grace period, or a relay
+    session reads it now (it holds a shared lock on the lease file)."""
+    path = lease_path(library, number)
     try:
-        return now - lease_path(library, number).stat().st_mtime < grace_seconds
+        if now - path.stat().st_mtime < grace_seconds:
+            return True
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def retired_at(library: Path, number: int) -> float | None:
@@ -269,6 +302,7 @@ def prune(library: Path, grace_seconds: float, *, now: float | None = None,
             shutil.rmtree(entry.path, ignore_errors=True)
     for n in removed:
         lease_path(library, n).unlink(missing_ok=True)
+        origin_path(library, n).unlink(missing_ok=True)
     if removed:
         log.info("removed old generations %s", ", ".join(map(str, removed)))
     return removed

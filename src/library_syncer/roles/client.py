@@ -28,7 +28,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 
 import aiohttp
 
@@ -40,6 +40,7 @@ from ..sync.progress import EventLines
 from .site_metrics import ClientMetrics
 from ..sync.schedule import next_run, random_delay
 from ..sync.result import SyncResult
+from ..sync.origin_state import read_site_origin
 from ..sync.run import run_sync
 from ..publish.generations import current_generation
 from ..transport.rsync import Progress
@@ -102,7 +103,13 @@ class ClientDaemon(SiteWeb):
             next_run=self.state.next_run, published=published, now=datetime.now(timezone.utc),
             stale_after=s.stale_after_seconds, schedule=s.sync_schedule, tz=s.tz, peer=s.sync_peer,
             thumbprint=(self.front.last_thumbprint if self.front is not None else None) or self.thumbprint,
-        ) | self.policy() | {"vcenter": self.vcenter.document() if self.vcenter else None}
+        ) | self.policy() | {"vcenter": self.vcenter.document() if self.vcenter else None,
+                             "upstream": self.upstream()}
+
+    def upstream(self) -> dict[str, Any]:
+        """The status document's ``upstream`` part (reads the published origin manifest)."""
+        origin = read_site_origin(self.settings.library)
+        return st.upstream_status(list(self.state.history), origin.doc if origin else None)
 
     def policy(self) -> dict[str, Any]:
         """The site's policy settings with the bandwidth slot in force now (the status document's part)."""
@@ -128,6 +135,7 @@ class ClientDaemon(SiteWeb):
         """The Prometheus text, library gauges refreshed (reads files: call from a worker thread)."""
         self.metrics_.observe_published(st.published_library(self.settings.library),
                                         len(st.held_back_now(self.state.history)))
+        self.metrics_.observe_upstream(self.upstream())
         self.metrics_.observe_bandwidth(self.policy()["bandwidth"])
         return self.metrics_.render()
 
@@ -275,12 +283,21 @@ class ClientDaemon(SiteWeb):
         log.warning("%s received again: cutting running downloads", sig.name)
         self._cut.set()
 
+    def more_signals(self) -> dict[signal.Signals, Callable[[signal.Signals], None]]:
+        """Signals beyond the stop signals this daemon handles (a relay: SIGHUP reloads its site keys)."""
+        return {}
+
+    def more_services(self) -> list[Coroutine[Any, Any, Any]]:
+        """Long-running parts beyond the web servers and the scheduler (a relay: its sshd)."""
+        return []
+
     async def run(self, *, on_started: Callable[[list[str]], None] | None = None) -> None:
         """Listen, then sync and schedule until SIGTERM/SIGINT (call :func:`check_start` first).
 
         No sync starts before every web server listens, so a port in use is the one error shown.
         """
-        with capture_signals(self._on_stop_signal, self._on_second_signal, stopping=self.stop.is_set):
+        with capture_signals(self._on_stop_signal, self._on_second_signal, stopping=self.stop.is_set,
+                             also=self.more_signals()):
             servers, front, listening = self._start_web(on_started)
             try:
                 started = await self._all_listening(servers, listening)
@@ -289,7 +306,7 @@ class ClientDaemon(SiteWeb):
                     await asyncio.gather(*front, return_exceptions=True)
             if not started:
                 return
-            servers += front
+            servers += front + [asyncio.create_task(c) for c in self.more_services()]
             sched = asyncio.create_task(self.scheduler())
             done, _ = await asyncio.wait({*servers, sched}, return_when=asyncio.FIRST_COMPLETED)
             self.stop.set()

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import signal
 import time
+from typing import Callable
 
 from ..errors import ConfigError, OperationFailed
 from ..transport import keys as keymod
@@ -27,7 +28,9 @@ from ..web.rules import is_loopback
 from ..fleet.model import Fleet
 from ..fleet.peers import ssh_peers
 from ..fleet.store import load_fleet, save_fleet
+from ..util.fmt import iso_utc
 from ..util.fs import atomic_write
+from ..vcsp.origin import refresh_origin
 from ..util.proc import Child
 from ..util.signals import capture_signals
 from .server_setup import ServerPlan, sshd_env
@@ -45,7 +48,7 @@ def reload_keys(plan: ServerPlan) -> list[keymod.SiteKey]:
     A folder-level problem (missing folder, bad sites.toml) keeps the previous keys.
     """
     try:
-        scan = keymod.scan_site_keys(plan.settings.keys_dir, plan.tools.keygen)
+        scan = keymod.scan_site_keys(plan.keys_dir, plan.tools.keygen)
     except ConfigError as exc:
         log.error("reload: %s; keeping the previous keys", exc)
         return plan.keys
@@ -68,7 +71,7 @@ def reload_keys(plan: ServerPlan) -> list[keymod.SiteKey]:
              f"; added: {', '.join(added)}" if added else "",
              f"; revoked: {', '.join(removed)}" if removed else "")
     if not keys:
-        log.warning("no site keys in %s: every site is refused", plan.settings.keys_dir)
+        log.warning("no site keys in %s: every site is refused", plan.keys_dir)
     plan.keys = keys
     plan.key_sites.update({k.key: k.site for k in keys})
     end_revoked_sessions(plan)
@@ -90,6 +93,19 @@ def end_revoked_sessions(plan: ServerPlan) -> int:
 
 # --- supervision ------------------------------------------------------------------------
 
+async def serve_sites(plan: ServerPlan, stop: asyncio.Event, reload: asyncio.Event) -> int:
+    """A relay's export: sshd with the key reload, the end of revoked sessions and the site history
+    (in the relay's own state folder); returns when ``stop`` is set."""
+    fleet = load_fleet(plan.state_dir, {k.fingerprint: k.site for k in plan.keys},
+                       silent_after=plan.settings.site_silent_after_seconds)
+    upkeep = asyncio.ensure_future(_fleet_upkeep(plan, fleet, FLEET_UPKEEP_SECONDS))
+    try:
+        return await _run_sshd(plan, fleet, stop, reload)
+    finally:
+        upkeep.cancel()
+        save_fleet(plan.state_dir, fleet)
+
+
 def run(plan: ServerPlan) -> int:
     """Run sshd until SIGTERM/SIGINT (exit code 0); OperationFailed if it keeps failing."""
     return asyncio.run(_supervise(plan))
@@ -110,16 +126,20 @@ async def _supervise(plan: ServerPlan) -> int:
                 log.warning("the fleet view is open to anyone who can reach it: set admin_token_file or "
                             "SYNCER_ADMIN_TOKEN to require a token")
         upkeep = asyncio.ensure_future(_fleet_upkeep(plan, fleet, FLEET_UPKEEP_SECONDS))
+        rescan = asyncio.Event()
+        origin = asyncio.ensure_future(origin_upkeep(plan, rescan))
         try:
-            return await _run_sshd(plan, fleet, stop, reload)
+            return await _run_sshd(plan, fleet, stop, reload, on_reload=rescan.set)
         finally:
             upkeep.cancel()
+            origin.cancel()
             if web_runner is not None:
                 await web_runner.cleanup()
             save_fleet(plan.state_dir, fleet)
 
 
-async def _run_sshd(plan: ServerPlan, fleet: Fleet, stop: asyncio.Event, reload: asyncio.Event) -> int:
+async def _run_sshd(plan: ServerPlan, fleet: Fleet, stop: asyncio.Event, reload: asyncio.Event,
+                    on_reload: Callable[[], None] = lambda: None) -> int:
     folder = LogFolder({k.fingerprint: k.site for k in plan.keys})
     sites = sorted({k.site for k in plan.keys})
     log.info("serving %s read-only to %d site(s) (%s) as %s on %s:%d",
@@ -149,6 +169,7 @@ async def _run_sshd(plan: ServerPlan, fleet: Fleet, stop: asyncio.Event, reload:
                 keys = reload_keys(plan)
                 folder.sites = {k.fingerprint: k.site for k in keys}
                 fleet.set_keys(folder.sites)
+                on_reload()
         code = sshd.returncode
         fleet.sshd_exited(unexpected=True)
         now = time.monotonic()
@@ -172,6 +193,31 @@ def _fold_line(raw: str, folder: LogFolder, fleet: Fleet) -> None:
     if line:
         fleet.feed(line)
         sshd_log.info("%s", folder.fold(line))
+
+
+# --- origin manifest (vcsp/origin.py) ---------------------------------------------------
+
+async def origin_upkeep(plan: ServerPlan, rescan: asyncio.Event) -> None:
+    """Keep ``STATE/origin.json`` current: at start, every ``origin_refresh_seconds`` and on SIGHUP.
+
+    Files modified within one refresh period are not read yet (an export still being written):
+    their item keeps its previous entry until it settles.
+    """
+    period = plan.settings.origin_refresh_seconds
+    while True:
+        try:
+            doc, changed = await asyncio.to_thread(
+                refresh_origin, plan.settings.library.absolute(), plan.state_dir, settle=min(period, 60),
+                now_text=iso_utc(time.time()) or "")
+            if changed:
+                log.info("origin version %d: %d item(s)", doc["version"], len(doc["items"]))
+        except (OSError, OperationFailed) as exc:
+            log.error("cannot update the origin manifest: %s", getattr(exc, "strerror", None) or exc)
+        rescan.clear()
+        try:
+            await asyncio.wait_for(rescan.wait(), period)
+        except asyncio.TimeoutError:
+            pass
 
 
 # --- fleet upkeep (the history file: fleet/store.py) ------------------------------------

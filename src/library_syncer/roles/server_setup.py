@@ -12,14 +12,17 @@ import logging
 import os
 import pwd
 import re
+import shutil
 import socket
 import stat
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Settings
 from ..errors import ConfigError
+from ..transport import dispatch
 from ..transport import keys as keymod
 from ..transport.sshd import (
     SshdSetup,
@@ -31,11 +34,13 @@ from ..transport.sshd import (
 )
 from ..util.childenv import child_environ
 from ..util.fs import atomic_write
+from ..vcsp.origin import ORIGIN_FILE
 from .server_account import ensure_account
 
 log = logging.getLogger("library_syncer.server")
 
 MIN_RSYNC = (3, 5, 0)
+DISPATCHER_FILE = "dispatch.py"
 PRIVSEP_DIR = Path("/run/sshd")
 
 
@@ -61,6 +66,7 @@ class ServerPlan:
     keys: list[keymod.SiteKey] = field(default_factory=list)
     uid: int = -1  # the uid sessions run as (the login account)
     key_sites: dict[str, str] = field(default_factory=dict)  # every key seen ("TYPE BASE64") -> its site
+    keys_dir: Path = Path()  # the folder of the site keys it authorizes
 
 
 # --- checks -----------------------------------------------------------------------------
@@ -198,20 +204,27 @@ def host_key_line(settings: Settings) -> str:
     return keymod.host_key_line(keymod.ensure_host_keys(state_dir, keygen)[0])
 
 
-def prepare(settings: Settings) -> ServerPlan:
-    """Run every start-up check and write the sshd files; ConfigError (exit 2) on the first problem."""
+def prepare(settings: Settings, *, relay: bool = False) -> ServerPlan:
+    """Run every start-up check and write the sshd files; ConfigError (exit 2) on the first problem.
+
+    ``relay``: the sshd of a relay site, which exports the generation it publishes in its library
+    folder to the site keys of ``relay_keys_dir`` (its files in ``STATE/relay``).
+    """
     tools = find_tools()
     check_rsync_version(tools.rsync, settings.allow_old_rsync)
     root_mode = os.geteuid() == 0 and not settings.unprivileged
     library = check_library(settings.library)
-    scan = keymod.load_site_keys(settings.keys_dir, tools.keygen)
+    keys_dir = settings.require_relay_keys() if relay else settings.keys_dir
+    scan = keymod.load_site_keys(keys_dir, tools.keygen, setting="relay_keys_dir" if relay else "keys_dir")
     for line in scan.skipped:
         log.warning("%s", line)
     keys = scan.keys
-    for site in keymod.unknown_sites(keys, keymod.load_sites_config(settings.keys_dir)):
+    for site in keymod.unknown_sites(keys, keymod.load_sites_config(keys_dir)):
         log.warning("keys config names site %s, which has no key file %s.pub", site, site)
     check_port_free(settings.ssh_host, settings.ssh_port)
     state_dir = prepare_state_dir(settings.resolved_state_dir())
+    if relay:
+        state_dir = prepare_state_dir(state_dir / "relay")
     authorized = state_dir / "authorized_keys"
     if root_mode:
         check_secure_parents(authorized)
@@ -223,7 +236,15 @@ def prepare(settings: Settings) -> ServerPlan:
     if os.geteuid() == 0:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation needs it as root
     host_keys = keymod.ensure_host_keys(state_dir, tools.keygen)
-    command = forced_command(tools.rrsync, library)
+    python, script = install_dispatcher(state_dir, tools.rrsync)
+    if root_mode and (blocked := _unreadable_for(state_dir, account)) is not None:
+        raise ConfigError(f"setting state_dir: the account {user} cannot read {blocked}, so it cannot run the "
+                          f"forced command {script} (make the folders readable by uid {uid})")
+    if relay:
+        command = forced_command(tools.rrsync, python=python, script=script, published=library)
+    else:
+        command = forced_command(tools.rrsync, python=python, script=script, library=library,
+                                 origin=state_dir / ORIGIN_FILE)
     setup = SshdSetup(
         listen_host=settings.ssh_host, port=settings.ssh_port, host_keys=tuple(host_keys),
         authorized_keys=authorized, user=user, command=command,
@@ -240,4 +261,25 @@ def prepare(settings: Settings) -> ServerPlan:
                           env=sshd_env())
     if test.returncode != 0:
         raise ConfigError(f"sshd rejects the configuration {config_file}: {test.stderr.strip()}")
-    return ServerPlan(tools, settings, state_dir, setup, config_file, keys, uid, {k.key: k.site for k in keys})
+    return ServerPlan(tools, settings, state_dir, setup, config_file, keys, uid, {k.key: k.site for k in keys},
+                      keys_dir)
+
+
+def install_dispatcher(state_dir: Path, rrsync: str) -> tuple[str, Path]:
+    """Copy the dispatcher (standard library only) into the state folder, readable by the login
+    account; it runs with the interpreter rrsync itself runs with, which that account can run."""
+    script = state_dir / DISPATCHER_FILE
+    atomic_write(script, Path(dispatch.__file__).read_bytes(), 0o644)
+    try:
+        with open(rrsync, "rb") as fh:
+            first = fh.readline(200).decode(errors="replace")
+    except OSError:
+        first = ""
+    fields = first[2:].split() if first.startswith("#!") else []
+    if fields and Path(fields[0]).name.startswith("python") and os.access(fields[0], os.X_OK):
+        return fields[0], script
+    if fields[:1] == ["/usr/bin/env"] and len(fields) == 2 and fields[1].startswith("python"):
+        found = shutil.which(fields[1], path="/usr/bin:/bin")
+        if found:
+            return found, script
+    return sys.executable, script

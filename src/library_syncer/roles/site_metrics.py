@@ -36,6 +36,13 @@ class ClientMetrics:
         self.library_bytes = Gauge(f"{PREFIX}_library_bytes", "Bytes of the published library", registry=r)
         self.generation = Gauge(f"{PREFIX}_published_generation", "Number of the published generation",
                                 registry=r)
+        self.origin_version = Gauge(f"{PREFIX}_origin_version",
+                                    "Origin version of the published library (0: synced without one)", registry=r)
+        self.relay_behind = Gauge(f"{PREFIX}_upstream_relay_behind_versions",
+                                  "Versions the relay that served the last successful sync was behind its upstream",
+                                  registry=r)
+        self.served_by = Gauge(f"{PREFIX}_served_by", "The peer that served the last successful sync (value 1)",
+                               ["peer"], registry=r)
         self.bandwidth_limit = Gauge(f"{PREFIX}_bandwidth_limit_bytes_per_second",
                                      "Transfer cap of the bandwidth slot in force (+Inf: unlimited, 0: pause)",
                                      registry=r)
@@ -70,6 +77,14 @@ class ClientMetrics:
         self.held_back.set(held_back)
         self.library_bytes.set(published["bytes"] if published else 0)
         self.generation.set((published or {}).get("generation") or 0)
+
+    def observe_upstream(self, upstream: dict) -> None:
+        """Set the upstream gauges from the status document's ``upstream`` part."""
+        self.origin_version.set(upstream["origin_version"] or 0)
+        self.relay_behind.set(upstream["relay_behind"] or 0)
+        self.served_by.clear()
+        if upstream["served_by"]:
+            self.served_by.labels(upstream["served_by"]).set(1)
 
     def observe_bandwidth(self, bandwidth: dict) -> None:
         """Set the bandwidth gauges from the status document's ``bandwidth`` part (the slot in force)."""

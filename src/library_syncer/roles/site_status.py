@@ -194,3 +194,19 @@ def client_status(*, site: str, history: list[SyncResult], running: str | None, 
         "tls_thumbprint": thumbprint,
         "history": [_run_doc(r) for r in reversed(history)],
     }
+
+
+def upstream_status(history: list[SyncResult], origin: dict[str, Any] | None) -> dict[str, Any]:
+    """Where the published library came from: the peer of the last successful sync, the origin version
+    published (``origin``: the published generation's origin manifest), how many versions the relay that
+    served it was behind its own upstream, and the peers the last sync tried and did not use (why)."""
+    last_ok = next((r for r in reversed(history) if r.ok), None)
+    path = [p.get("name", "?") for p in (origin or {}).get("path", [])]
+    return {
+        "served_by": last_ok.peer if last_ok else None,
+        "origin_id": (origin or {}).get("origin_id"),
+        "origin_version": (origin or {}).get("version"),
+        "relays": path[:-1],  # the relays between the primary and this site (the last entry is this site)
+        "relay_behind": last_ok.peer_behind if last_ok else None,
+        "peers_not_used": dict(history[-1].peers_skipped) if history else {},
+    }

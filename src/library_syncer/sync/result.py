@@ -66,6 +66,11 @@ class SyncResult:
     problems: list[str] = field(default_factory=list)
     held_back: dict[str, str] = field(default_factory=dict)
     filtered_out: list[str] = field(default_factory=list)  # published items the site filter removed
+    peer: str | None = None  # the peer that served this sync (host:port)
+    peers_skipped: dict[str, str] = field(default_factory=dict)  # peers tried and not used, and why
+    origin_id: str | None = None
+    origin_version: int | None = None  # the origin version published after this sync
+    peer_behind: int | None = None  # versions the serving relay was behind its own upstream
     run_id: str | None = None
 
     @property
@@ -85,6 +90,10 @@ class SyncResult:
         held = (f"; DEGRADED: {len(self.held_back)} item(s) held back at their last good version "
                 f"({held_back_text(self.held_back)})" if self.held_back else "")
         held += (f"; removed by the site filter: {', '.join(self.filtered_out)}" if self.filtered_out else "")
+        if self.origin_version is not None:
+            published += f" (origin version {self.origin_version})"
+        if self.peer and self.peers_skipped:
+            published += f" from {self.peer} ({len(self.peers_skipped)} peer(s) before it not used)"
         return (f"{published}; {self.files_changed} files changed, {self.files_deleted} deleted; "
                 f"{human_bytes(self.wire_bytes)} on the wire in {self.duration:.1f}s, "
                 f"{self.attempts} attempt(s); {self.items} items, {human_bytes(self.library_bytes)}{held}")

@@ -1,4 +1,12 @@
-"""One sync run of a site: guard, rsync into staging (with retries), manifest, publish, prune.
+"""One sync run of a site: peers in order, guard, rsync into staging (with retries), then publishing.
+
+The peers of SYNC_PEER are tried in order; each attempt opens one SSH connection
+(:mod:`~library_syncer.transport.connection`) for all its commands: the origin query,
+the listing, the transfer and the origin query again.  A peer that is unreachable,
+refuses, fails mid-transfer or lags behind the published origin version
+(:func:`~library_syncer.vcsp.origin.peer_verdict`) hands over to the next one, and the
+partial files in staging are reused; when every peer failed, the next round waits
+with backoff.  The steps after the transfer are :mod:`.publishing`'s.
 
 :func:`run_sync` blocks; the daemon runs it in a worker thread.  What is served
 (``L/current``) only changes in the final atomic switch, so a failed, refused or
@@ -13,6 +21,7 @@ import logging
 import random
 import threading
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -20,20 +29,30 @@ from ..config import Settings
 from ..errors import UserError
 from ..publish import generations
 from ..transport import rsync as rs
+from ..transport.connection import Connection
+from ..transport.dispatch import ORIGIN_COMMAND
 from ..transport.exitcodes import Outcome, classify
 from ..util.proc import Proc, RunLock, run as run_child
-from ..vcsp.manifest import update_manifest
-from ..vcsp.published import read_published
+from ..vcsp.origin import Origin, parse_origin, peer_verdict
 from .bwslots import transfer_in_slots
-from .cleanup import remove_empty_items, remove_unselected
-from .guard import delete_guard, publish_guard
-from .plan import SyncPlan, prepare, source_items
-from .result import AttemptStarted, Event, Phase, RetryScheduled, SyncResult, held_back_text
+from .guard import delete_guard
+from .origin_state import read_site_origin, site_id
+from .publishing import PublishSteps, os_reason
+from .plan import PeerPlan, SyncPlan, prepare, source_items
+from .result import AttemptStarted, Event, Phase, RetryScheduled, SyncResult
 from .schedule import next_retry_delay, zone
-from .selection import is_selected, rsync_filters
+from .selection import rsync_filters
 from .timetable import Timetable
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """How one attempt at one peer ended: ok, stopped, retry (try later or another peer), fatal, guard."""
+
+    kind: str
+    reason: str = ""
 
 RETRY_BASE_SECONDS = 10.0
 RETRY_CAP_SECONDS = 600.0
@@ -45,7 +64,7 @@ def _run(cmd: list[str], *, on_line: Callable[[str], None] | None, stop_event: t
                      keep=lambda line: rs.parse_progress(line) is None)
 
 
-class _Run:
+class _Run(PublishSteps):
     """State of one run (kept small: the steps are methods of this object)."""
 
     def __init__(self, settings: Settings, plan: SyncPlan, on_event: Callable[[Event], None] | None,
@@ -57,6 +76,12 @@ class _Run:
                                  ended=datetime.now(timezone.utc))
         self.changed: set[str] = set()
         self.deleted: set[str] = set()
+        self.any_change = False
+        self.source: str = ""  # of the peer being tried
+        self.rsh: str | None = None
+        self.site_id = site_id(settings.resolved_state_dir())
+        self.origin_before: Origin | None = None  # what the site publishes now
+        self.origin_after: Origin | None = None  # what the serving peer offered after the transfer
 
     def finish(self, ok: bool, kind: str, reason: str) -> SyncResult:
         r = self.result
@@ -68,9 +93,9 @@ class _Run:
     def stopped(self) -> bool:
         return self.stop is not None and self.stop.is_set()
 
-    def explain(self, outcome: Outcome) -> str:
+    def explain(self, outcome: Outcome, peer: PeerPlan) -> str:
         if outcome.kind == "host-key" and self.plan.pin is not None:
-            return f"{outcome.message} for {self.s.sync_peer}:{self.s.sync_port}; refusing to sync: {self.plan.pin.remedy()}"
+            return f"{outcome.message} for {peer.name}; refusing to sync: {self.plan.pin.remedy()}"
         return outcome.message
 
     def on_line(self, line: str) -> None:
@@ -89,7 +114,7 @@ class _Run:
             self.emit(progress)
 
     def list_source(self) -> tuple[Outcome | None, set[str] | None, bool]:
-        cmd = rs.list_command(self.plan.source, rsh=self.plan.rsh, timeout=self.plan.timeout)
+        cmd = rs.list_command(self.source, rsh=self.rsh, timeout=self.plan.timeout)
         proc = _run(cmd, on_line=None, stop_event=self.stop)
         if proc.stopped:
             return None, None, True
@@ -107,7 +132,7 @@ class _Run:
 
     def rsync(self, max_bw: str, stop: threading.Event) -> Proc:
         """One rsync into staging at ``max_bw``; its statistics are added to the result."""
-        cmd = rs.sync_command(self.plan.source, self.plan.layout.staging, rsh=self.plan.rsh,
+        cmd = rs.sync_command(self.source, self.plan.layout.staging, rsh=self.rsh,
                               timeout=self.plan.timeout, max_bw=max_bw,
                               extra=rsync_filters(self.s.sync_include, self.s.sync_exclude))
         proc = _run(cmd, on_line=self.on_line, stop_event=stop)
@@ -122,141 +147,127 @@ class _Run:
         return proc
 
     def run(self) -> SyncResult:
+        """Rounds over the peers in order until one serves a complete transfer, with backoff between rounds."""
         s, lay = self.s, self.plan.layout
-        self.any_change = False
-        self.published = published = generations.published_items(lay.library)
+        self.published = generations.published_items(lay.library)
+        self.origin_before = read_site_origin(lay.library)
         generations.seed_staging(lay.library)
         lay.staging.mkdir(parents=True, exist_ok=True)
         clock = time.monotonic()
-        listed = False
         self.cleaned_up = False
+        rounds = 0
         while True:
+            rounds += 1
+            failures: list[tuple[str, Attempt]] = []
+            for peer in self.plan.peers:
+                if self.stopped():
+                    break
+                attempt = self.try_peer(peer)
+                if attempt.kind == "ok":
+                    self.result.peer = None if peer.ssh_argv is None else peer.name
+                    return self.complete()
+                if attempt.kind == "stopped":
+                    break
+                failures.append((peer.name, attempt))
+                if attempt.kind != "retry" or len(self.plan.peers) > 1:
+                    log.warning("peer %s: %s%s", peer.name, attempt.reason,
+                                "; trying the next peer" if peer != self.plan.peers[-1] else "")
+                if len(self.plan.peers) > 1:
+                    self.result.peers_skipped[peer.name] = attempt.reason
             if self.stopped():
                 return self.finish(False, "stopped", "sync stopped before it finished; the next run resumes")
-            self.result.attempts += 1
-            self.emit(AttemptStarted(self.result.attempts))
-            if not listed:
-                self.emit(Phase("listing", self.plan.source))
-                outcome, items, stopped = self.list_source()
-                if stopped:
-                    continue
-                if items is not None:
-                    refusal = delete_guard(published, items, s.sync_delete_guard, s.sync_allow_mass_delete)
-                    if refusal:
-                        return self.finish(False, "guard", refusal)
-                    listed = True
-            if listed:
-                self.emit(Phase("transfer", self.plan.source))
+            reason = failures[0][1].reason if len(failures) == 1 else "; ".join(
+                f"peer {name}: {a.reason}" for name, a in failures)
+            if not any(a.kind == "retry" for _, a in failures):
+                return self.finish(False, failures[0][1].kind, reason)
+            delay = next_retry_delay(rounds, time.monotonic() - clock, s.sync_retry_deadline,
+                                     self.retry_base, RETRY_CAP_SECONDS, self.rng)
+            if delay is None:
+                return self.finish(False, "gave-up", f"gave up after {self.result.attempts} attempt(s) "
+                                   f"(setting sync_retry_deadline {s.sync_retry_deadline}s): {reason}")
+            log.warning("attempt %d failed (%s); retrying in %.0fs", self.result.attempts, reason, delay)
+            self.emit(RetryScheduled(self.result.attempts, delay, reason))
+            if self.stop is not None:
+                self.stop.wait(delay)
+            else:
+                time.sleep(delay)
+
+    def try_peer(self, peer: PeerPlan) -> Attempt:
+        """One attempt at one peer: connect once, compare origin versions, list and guard, transfer."""
+        self.result.attempts += 1
+        self.emit(AttemptStarted(self.result.attempts))
+        self.source, self.rsh = peer.source, None
+        conn = None
+        if peer.ssh_argv is not None:
+            self.emit(Phase("connect", peer.name))
+            conn = Connection(list(peer.ssh_argv), peer.destination, connect_timeout=self.plan.connect_timeout,
+                              env=rs.child_env())
+            code, err = conn.open(self.stop)
+            if self.stopped():
+                conn.close()
+                return Attempt("stopped")
+            if code != 0:
+                conn.close()
+                return self.failed(classify(code, err), peer)
+            self.rsh = conn.rsh()
+        try:
+            offered = self.ask_origin(conn, peer)
+            refusal = peer_verdict(self.origin_before, offered, self.site_id)
+            if refusal:
+                return Attempt("retry" if "older" in refusal else "fatal", f"not used: {refusal}")
+            self.emit(Phase("listing", peer.source))
+            outcome, items, stopped = self.list_source()
+            if stopped:
+                return Attempt("stopped")
+            if items is None:
+                assert outcome is not None  # only a stopped command has none
+                return self.failed(outcome, peer)
+            refusal = delete_guard(self.published, items, self.s.sync_delete_guard, self.s.sync_allow_mass_delete)
+            if refusal:
+                return Attempt("guard", refusal)
+            while True:
+                self.emit(Phase("transfer", peer.source))
                 outcome, stopped = self.transfer()
                 if stopped:
-                    continue
+                    return Attempt("stopped")
                 assert outcome is not None  # only a stopped command has none
                 if outcome.ok:
                     break
-            assert outcome is not None  # only a stopped command has none
-            if outcome.kind == "disk-full" and not self.cleaned_up:
+                if outcome.kind != "disk-full" or self.cleaned_up:
+                    return self.failed(outcome, peer)
                 # Free what can go (old generations no reader holds), then try once more at once.
                 self.cleaned_up = True
                 freed = self.free_space()
                 log.warning("attempt %d: %s; removed old generations %s, retrying once",
                             self.result.attempts, outcome.message, freed or "(none to remove)")
                 self.emit(RetryScheduled(self.result.attempts, 0.0, outcome.message))
-                continue
-            if not outcome.retryable:
-                return self.finish(False, "fatal", self.explain(outcome))
-            delay = next_retry_delay(self.result.attempts, time.monotonic() - clock, s.sync_retry_deadline,
-                                     self.retry_base, RETRY_CAP_SECONDS, self.rng)
-            if delay is None:
-                return self.finish(False, "gave-up", f"gave up after {self.result.attempts} attempt(s) "
-                                   f"(setting sync_retry_deadline {s.sync_retry_deadline}s): {outcome.message}")
-            log.warning("attempt %d failed (%s); retrying in %.0fs", self.result.attempts, outcome.message, delay)
-            self.emit(RetryScheduled(self.result.attempts, delay, outcome.message))
-            if self.stop is not None:
-                self.stop.wait(delay)
-            else:
-                time.sleep(delay)
-        return self.complete()
+                self.result.attempts += 1
+                self.emit(AttemptStarted(self.result.attempts))
+            # The content now is at least what the peer offered before; what it offers after bounds it.
+            self.origin_after = self.ask_origin(conn, peer) if offered is not None else None
+            return Attempt("ok")
+        finally:
+            if conn is not None:
+                conn.close()
 
-    def free_space(self) -> list[int]:
-        """Disk full: remove retired generations now (never the current or previous one, nor one a
-        subscriber still reads); returns their numbers."""
+    def failed(self, outcome: Outcome, peer: PeerPlan) -> Attempt:
+        if outcome.retryable:
+            return Attempt("retry", outcome.message)
+        return Attempt("fatal", self.explain(outcome, peer))
+
+    def ask_origin(self, conn: Connection | None, peer: PeerPlan) -> Origin | None:
+        """The peer's origin manifest, or None (a local source, an older server, not ready yet)."""
+        if conn is None:
+            return None
+        code, out, err = conn.run(ORIGIN_COMMAND, timeout=max(60, self.plan.timeout))
+        if code != 0:
+            log.info("peer %s has no origin manifest (%s)", peer.name, (err.strip().splitlines() or ["-"])[-1])
+            return None
         try:
-            return generations.prune(self.plan.layout.library, 0.0, lease_grace=self.s.generation_grace_seconds)
-        except OSError as exc:
-            log.warning("%s", _os_reason("removing old generations failed", exc))
-            return []
-
-    def complete(self) -> SyncResult:
-        lay, r, s = self.plan.layout, self.result, self.s
-        self.emit(Phase("cleanup"))
-        emptied = remove_empty_items(lay.staging)
-        if emptied:
-            log.info("removed item folders left empty: %s", ", ".join(emptied))
-            self.any_change = True
-        # Second brake, on what would be published: counts items removed at the source (also
-        # while the transfer ran), left out by validation and filtered.
-        served = read_published(generations.current_root(lay.library))
-        listed = set(served.listed)
-        # Items the site filter leaves out are removed on purpose: once, logged, not counted by the guard.
-        unselected = {f for f in listed if not is_selected(f, s.sync_include, s.sync_exclude)}
-        if remove_unselected(lay.staging, s.sync_include, s.sync_exclude):
-            self.any_change = True
-        r.filtered_out = sorted(unselected)
-        if unselected:
-            log.warning("items removed by the site filter (sync_include/sync_exclude): %s",
-                        ", ".join(r.filtered_out))
-
-        def approve(draft):
-            refusal = publish_guard(listed, draft, s.sync_delete_guard, s.sync_allow_mass_delete,
-                                    filtered=unselected)
-            return refusal and refusal.replace("delete guard:", "delete guard (after the transfer):", 1)
-
-        self.emit(Phase("manifest"))
-        try:
-            report = update_manifest(lay.staging, s.library_name, published=served, approve=approve)
-        except UserError as exc:
-            return self.finish(False, "fatal", f"manifest: {exc}")
-        r.problems = list(report.problems)
-        r.held_back = dict(report.held_back)
-        if report.refused:
-            return self.finish(False, "guard", report.refused)
-        r.items = len(report.items)
-        r.library_bytes = sum(i.size for i in report.items)
-        r.library_version = report.library_version
-        for problem in report.problems:
-            log.warning("item left out of the manifest: %s", problem)
-        if self.needs_publish(report.changed or report.files_written > 0):
-            self.emit(Phase("publish"))
-            try:
-                r.generation = generations.publish(lay.library, keep=set(report.held_back))
-            except OSError as exc:
-                return self.finish(False, "fatal", _os_reason("publishing failed", exc))
-            except UserError as exc:
-                return self.finish(False, "fatal", str(exc))
-        self.emit(Phase("prune"))
-        try:
-            generations.prune(lay.library, s.generation_grace_seconds)
-        except OSError as exc:
-            log.warning("%s", _os_reason("removing old generations failed", exc))
-        if r.held_back:
-            return self.finish(True, "degraded", f"{len(r.held_back)} item(s) held back at their last good "
-                               f"version: {held_back_text(r.held_back)}")
-        return self.finish(True, "ok", "")
-
-    def needs_publish(self, manifest_changed: bool) -> bool:
-        current = generations.current_root(self.plan.layout.library)
-        if current is None or manifest_changed or self.any_change:
-            return True
-        try:
-            return (current / "lib.json").read_bytes() != (self.plan.layout.staging / "lib.json").read_bytes()
-        except OSError:
-            return True
-
-
-def _os_reason(what: str, exc: OSError) -> str:
-    if exc.errno == 28:
-        return f"{what}: the disk of the library is full ({exc.filename or ''})"
-    return f"{what}: {exc.strerror} ({exc.filename or ''})"
+            return parse_origin(out)
+        except ValueError as exc:
+            log.warning("peer %s: %s; not used to compare versions", peer.name, exc)
+            return None
 
 
 def run_sync(
@@ -287,7 +298,7 @@ def run_sync(
                               f"(lock {plan.layout.lock})", started=started,
                               ended=datetime.now(timezone.utc), kind="busy")
     except OSError as exc:
-        return SyncResult(ok=False, reason=_os_reason("cannot lock the library", exc), started=started,
+        return SyncResult(ok=False, reason=os_reason("cannot lock the library", exc), started=started,
                           ended=datetime.now(timezone.utc), kind="config")
     try:
         run = _Run(settings, plan, on_event, stop_event, rng or random.Random(), retry_base)
@@ -295,6 +306,6 @@ def run_sync(
         try:
             return run.run()
         except OSError as exc:
-            return run.finish(False, "fatal", _os_reason("sync failed", exc))
+            return run.finish(False, "fatal", os_reason("sync failed", exc))
     finally:
         lock.release()

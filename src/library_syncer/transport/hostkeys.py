@@ -93,28 +93,64 @@ def known_hosts_text(peer: str, port: int, keys: list[tuple[str, str]]) -> str:
 def pin_host_key(
     peer: str, port: int, state_dir: Path, *, known_hosts: Path | None = None, host_key: str | None = None
 ) -> HostKeyPin:
-    """Resolve (and write, when needed) the known_hosts file that pins the server's host key.
+    """:func:`pin_host_keys` for one peer."""
+    return pin_host_keys([(peer, port)], state_dir, known_hosts=known_hosts, host_key=host_key)
 
-    No network: ConfigError (one line) when a given or recorded known_hosts file is unusable.
+
+def host_key_entries(text: str) -> list[tuple[str | None, tuple[str, str]]]:
+    """SYNC_HOST_KEY's entries: (host field or None, (type, base64)); one per line (or ``\\n``)."""
+    entries: list[tuple[str | None, tuple[str, str]]] = []
+    for line in text.replace("\\n", "\n").splitlines():
+        fields = line.split()
+        if not fields or fields[0].startswith("#"):
+            continue
+        host = fields[0] if fields[0] not in KEY_TYPES and len(fields) >= 2 else None
+        entries.append((host, parse_host_keys(line)[0]))
+    if not entries:
+        raise ValueError("no key given")
+    return entries
+
+
+def _keys_for(entries: list[tuple[str | None, tuple[str, str]]], peer: str, port: int) -> list[tuple[str, str]]:
+    names = {peer, host_pattern(peer, port), f"[{peer}]:{port}"}
+    return [key for host, key in entries if host is None or host in names]
+
+
+def pin_host_keys(
+    peers: list[tuple[str, int]], state_dir: Path, *, known_hosts: Path | None = None, host_key: str | None = None
+) -> HostKeyPin:
+    """Resolve (and write, when needed) the known_hosts file that pins the host key of every peer.
+
+    ``host_key`` lines without a host field pin that key for every peer; ``host KEY`` or
+    ``[host]:port KEY`` lines only for that peer.  No network: ConfigError (one line) when a
+    given or recorded known_hosts file is unusable or a peer has no pinned key.
     """
     if known_hosts is not None:
         if not known_hosts.is_file():
             raise ConfigError(f"setting sync_known_hosts: file {known_hosts} does not exist")
         where = f"setting sync_known_hosts: file {known_hosts}"
         read_known_hosts(known_hosts, where)
-        if not has_host_key(known_hosts, peer, port):
-            raise ConfigError(f"{where} has no host key for {host_pattern(peer, port)} (add a line "
-                              f"'{host_pattern(peer, port)} KEY' with the KEY 'library-syncer server "
-                              f"--print-host-key' prints)")
+        for peer, port in peers:
+            if not has_host_key(known_hosts, peer, port):
+                raise ConfigError(f"{where} has no host key for {host_pattern(peer, port)} (add a line "
+                                  f"'{host_pattern(peer, port)} KEY' with the KEY 'library-syncer server "
+                                  f"--print-host-key' prints)")
         return HostKeyPin(known_hosts, "yes", "sync_known_hosts")
     ensure_state_dir(state_dir)
     if host_key:
         try:
-            keys = parse_host_keys(host_key)
+            entries = host_key_entries(host_key)
         except ValueError as exc:
             raise ConfigError(f"setting sync_host_key (SYNC_HOST_KEY): {exc}") from None
+        text = ""
+        for peer, port in peers:
+            keys = _keys_for(entries, peer, port)
+            if not keys:
+                raise ConfigError(f"setting sync_host_key (SYNC_HOST_KEY): no key for {host_pattern(peer, port)} "
+                                  f"(add a line '{host_pattern(peer, port)} KEY', or a KEY for every peer)")
+            text += known_hosts_text(peer, port, keys)
         path = state_dir / "known_hosts.pinned"
-        data = known_hosts_text(peer, port, keys).encode()
+        data = text.encode()
         try:
             if not path.is_file() or path.read_bytes() != data:
                 atomic_write(path, data, 0o644)

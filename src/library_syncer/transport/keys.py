@@ -169,7 +169,7 @@ class KeyScan:
     skipped: list[str]  # files whose name is not a site name: never site keys
 
 
-def scan_site_keys(keys_dir: Path, keygen: str = "ssh-keygen") -> KeyScan:
+def scan_site_keys(keys_dir: Path, keygen: str = "ssh-keygen", *, setting: str = "keys_dir") -> KeyScan:
     """Every usable key of every ``*.pub`` file in ``keys_dir``, and a one-line reason per file left out.
 
     A file whose name (without ``.pub``) is not a site name (:func:`site_name_ok`)
@@ -177,7 +177,7 @@ def scan_site_keys(keys_dir: Path, keygen: str = "ssh-keygen") -> KeyScan:
     writable folder, bad ``sites.toml``).
     """
     if not keys_dir.is_dir():
-        raise ConfigError(f"setting keys_dir: folder {keys_dir} does not exist")
+        raise ConfigError(f"setting {setting}: folder {keys_dir} does not exist")
     check_not_writable_by_others(keys_dir, "keys folder")
     limits = load_sites_config(keys_dir)
     scan = KeyScan([], [], [])
@@ -207,20 +207,20 @@ def _read_key_file(path: Path, limits: dict[str, tuple[str, ...]], keygen: str) 
     return [SiteKey(site, path, k, b, fp, limits.get(site, ())) for (k, b), fp in zip(pairs, fps)]
 
 
-def load_site_keys(keys_dir: Path, keygen: str = "ssh-keygen") -> KeyScan:
+def load_site_keys(keys_dir: Path, keygen: str = "ssh-keygen", *, setting: str = "keys_dir") -> KeyScan:
     """The keys at start: every key of every site key file in ``keys_dir``, checked, with its site's limits.
 
     Raises ConfigError (one line naming the file) on a missing folder, no keys,
     an unparsable key, unsafe permissions or a bad ``sites.toml``.  Files whose
     name is not a site name are only reported in ``skipped``.
     """
-    scan = scan_site_keys(keys_dir, keygen)
+    scan = scan_site_keys(keys_dir, keygen, setting=setting)
     if scan.problems:
         raise ConfigError(scan.problems[0])
     if not scan.keys:
         skipped = f" ({len(scan.skipped)} file(s) skipped: not a site name)" if scan.skipped else ""
         raise ConfigError(
-            f"setting keys_dir: no site keys (*.pub) in {keys_dir}{skipped}: "
+            f"setting {setting}: no site keys (*.pub) in {keys_dir}{skipped}: "
             "create one with 'library-syncer keys new SITE'"
         )
     return scan

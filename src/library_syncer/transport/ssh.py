@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..util.fs import atomic_write
 from .hostkeys import (  # noqa: F401  (the host-key names are used as ssh.NAME too)
     KEY_TYPES, TOFU, HostKeyPin, ensure_state_dir, fingerprints, first_use, has_host_key, host_pattern,
-    known_hosts_text, parse_host_keys, pin_host_key, read_known_hosts,
+    known_hosts_text, parse_host_keys, pin_host_key, pin_host_keys, read_known_hosts,
 )
 
 log = logging.getLogger(__name__)

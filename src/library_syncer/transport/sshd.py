@@ -1,13 +1,14 @@
 """sshd configuration for the server, as text (no I/O).
 
 - :func:`render_sshd_config`: a hardened ``sshd_config`` whose only use is a
-  read-only rsync of the library by one account, with public keys only;
-- :func:`render_authorized_keys`: one ``restrict,command="rrsync -ro LIBRARY"``
-  line per site key, with the site's optional ``from=`` limits; every part is
-  checked so no input can add a line or an option (ValueError otherwise);
+  read-only rsync of the library (and its origin manifest) by one account, with
+  public keys only;
+- :func:`render_authorized_keys`: one ``restrict,command="DISPATCHER"`` line per
+  site key (:func:`forced_command`), with the site's optional ``from=`` limits;
+  every part is checked so no input can add a line or an option (ValueError otherwise);
 - every session gets ``SESSION_MARKER_VAR`` (``SetEnv``) and, with
   ``ExposeAuthInfo``, ``SSH_USER_AUTH`` naming the key it logged in with: how
-  the server finds the sessions of a revoked key (see ``daemon/sessions.py``);
+  the server finds the sessions of a revoked key (see :mod:`.sessions`);
 - :class:`LogFolder`: turns sshd's log lines into ours, naming the site of
   each session (sshd logs the key fingerprint when it accepts a key).
 """
@@ -57,9 +58,21 @@ def check_line_safe(value: str, what: str) -> str:
     return value
 
 
-def forced_command(rrsync: str, library: Path) -> str:
-    """The shell command every session runs: rrsync, read-only, restricted to ``library``."""
-    return f"{shlex.quote(rrsync)} -ro {shlex.quote(str(library))}"
+def forced_command(rrsync: str, *, python: str, script: Path, library: Path | None = None,
+                   published: Path | None = None, origin: Path | None = None) -> str:
+    """The shell command every session runs: the dispatcher (:mod:`.dispatch`, a copy at ``script``
+    run by ``python``), which allows a read-only rsync of ``library`` (the primary; its origin manifest
+    is ``origin``) or of the generation a relay publishes in ``published``, and the origin query."""
+    args = [python, "-I", str(script), "--rrsync", rrsync]
+    if library is not None:
+        args += ["--library", str(library)]
+        if origin is not None:
+            args += ["--origin", str(origin)]
+    elif published is not None:
+        args += ["--published", str(published)]
+    else:
+        raise ValueError("forced command: a library or a published folder is needed")
+    return " ".join(shlex.quote(a) for a in args)
 
 
 def render_sshd_config(s: SshdSetup) -> str:
@@ -74,7 +87,7 @@ def render_sshd_config(s: SshdSetup) -> str:
     host_keys = "".join(f"HostKey {p}\n" for p in s.host_keys)
     return f"""\
 # Written by library-syncer at every start: edits are lost.
-# The only thing an account can do here is a read-only rsync of the library.
+# The only things an account can do here: a read-only rsync of the library, and read its origin manifest.
 ListenAddress {host_port(s.listen_host, s.port)}
 {host_keys}PidFile none
 LogLevel VERBOSE

@@ -172,8 +172,8 @@ def render_status(st: dict[str, Any]) -> str:
         ("At start", "sync skipped when a generation is published (sync_skip_initial)"
          if st.get("sync_skip_initial") else "sync"),
         ("Last success", _time(st.get("last_success"), now)),
-        ("Primary", escape(st.get("peer") or "—")),
-    ])
+        ("Peers", escape(st.get("peer") or "—")),
+    ] + _upstream_rows(st.get("upstream") or {}))
 
     vcenter_card = _vcenter_card(st["vcenter"], now) if st.get("vcenter") else ""
 
@@ -226,3 +226,18 @@ def render_status(st: dict[str, Any]) -> str:
 <a href="api/status">JSON</a> · <a href="metrics">metrics</a></p>
 </main></body></html>
 """
+
+
+def _upstream_rows(up: dict) -> list[tuple[str, str]]:
+    """Status-page rows: which peer served the published library, its origin version, peers not used."""
+    rows = []
+    if up.get("served_by"):
+        via = f" via {', '.join(up['relays'])}" if up.get("relays") else ""
+        behind = up.get("relay_behind")
+        lag = f" (that relay was {behind} version(s) behind its upstream)" if behind else ""
+        rows.append(("Served by", escape(up["served_by"] + via + lag)))
+    if up.get("origin_version") is not None:
+        rows.append(("Origin version", escape(str(up["origin_version"]))))
+    for peer, why in sorted((up.get("peers_not_used") or {}).items()):
+        rows.append((f"Not used: {escape(peer)}", f'<span class="err">{escape(why)}</span>'))
+    return rows
