@@ -22,22 +22,23 @@ def events(name: str) -> list:
 def test_first_pull_changes_progress_and_stats():
     evs = events("rsync-first-pull.out")
     changes = [e for e in evs if isinstance(e, rs.FileChange)]
-    assert [(c.action, c.type, c.path, c.size) for c in changes] == [
-        ("attrs", "d", "./", 4096),
-        ("transfer", "f", "lib.json", 3),
-        ("create", "d", "item 3/", 4096),
-        ("transfer", "f", "item 3/caf\ufffd.txt", 1),  # a Latin-1 name, escaped by rsync as \#351
-        ("create", "d", "item2/", 4096),
-        ("transfer", "f", "item2/b.txt", 3),
+    assert [(c.action, c.type, c.path, c.size, c.md5) for c in changes] == [
+        ("create", "d", "gone/", 4096, None),
+        ("transfer", "f", "gone/f.txt", 2, "9a8ad92c50cae39aa2c5604fd0ab6d8c"),  # md5sum of the source
+        ("create", "d", "item 3/", 4096, None),
+        ("transfer", "f", "item 3/big.bin", 2000000, "92636e3087c9888803eaa197fb692cd1"),
+        ("transfer", "f", "item 3/caf\ufffd.txt", 1, "4a8a08f09d37b73795649038408b5f33"),  # Latin-1, as \#351
+        ("create", "d", "item2/", 4096, None),
+        ("transfer", "f", "item2/b.txt", 3, "bfcc9da4f2e1d313c63cd0a4ee7604e9"),
     ]
     progress = [e for e in evs if isinstance(e, rs.Progress)]
     assert progress[0] == rs.Progress(0, 0, 0.0, 0)
     last = progress[-1]
-    assert (last.bytes, last.percent, last.files_transferred, last.to_check, last.total_files) == (7, 100, 3, 0, 6)
-    assert abs(last.rate - 6.84 * 1024) < 1
-    stats = rs.parse_stats((DATA / "rsync-first-pull.out").read_text())
-    assert (stats.files, stats.files_created, stats.files_transferred) == (6, 5, 3)
-    assert (stats.literal_bytes, stats.matched_bytes, stats.total_size) == (7, 0, 7)
+    assert (last.bytes, last.percent, last.files_transferred, last.to_check, last.total_files) == (2000006, 100, 4, 0, 8)
+    assert abs(last.rate - 82.93 * 1024 * 1024) < 1
+    stats = rs.parse_stats((DATA / "rsync-first-pull.out").read_text(errors="replace"))
+    assert (stats.files, stats.files_created, stats.files_transferred) == (8, 7, 4)
+    assert (stats.literal_bytes, stats.matched_bytes, stats.total_size) == (2000006, 0, 2000006)
     assert stats.bytes_received > stats.bytes_sent > 0
     assert stats.wire_bytes == stats.bytes_sent + stats.bytes_received
 
@@ -45,15 +46,17 @@ def test_first_pull_changes_progress_and_stats():
 def test_delta_pull_with_deletion_glued_to_progress():
     evs = events("rsync-delta-pull.out")
     changes = [e for e in evs if isinstance(e, rs.FileChange)]
-    assert [(c.action, c.path) for c in changes] == [
-        ("attrs", "./"), ("transfer", "item 3/big.bin"), ("delete", "gone/f.txt"), ("delete", "gone/"),
+    assert [(c.action, c.path, c.md5) for c in changes] == [
+        ("attrs", "./", None), ("transfer", "item 3/big.bin", "26243aa8412211c0cebf333247dbe23a"),
+        ("attrs", "item2/b.txt", None),  # mode changed only: not transferred, no md5
+        ("delete", "gone/f.txt", None), ("delete", "gone/", None),
     ]
     assert not [e for e in evs if isinstance(e, str) and "deleting" in e]
     stats = rs.parse_stats((DATA / "rsync-delta-pull.out").read_text())
-    assert stats.literal_bytes == 2816 and stats.matched_bytes == 1997184
-    assert (stats.bytes_sent, stats.bytes_received, stats.files_deleted) == (8593, 8741, 2)
-    assert stats.rate == 34668.0
-    assert stats.to_dict()["wire_bytes"] == 8593 + 8741
+    assert stats.literal_bytes == 1408 and stats.matched_bytes == 1998592
+    assert (stats.bytes_sent, stats.bytes_received, stats.files_deleted) == (8705, 7293, 2)
+    assert stats.rate == 10665.33
+    assert stats.to_dict()["wire_bytes"] == 8705 + 7293
 
 
 def test_list_only():
@@ -73,7 +76,13 @@ def test_progress_unknown_eta_and_other_lines():
     assert rs.parse_progress("0:01:05 12%") is None
     assert rs.parse_eta("1:01:05") == 3665
     assert rs.parse_change("Number of files: 8 (reg: 4, dir: 4)") is None
-    assert rs.parse_change("cL+++++++++ 9 item/link").action == "create"
+    assert rs.parse_change("cL+++++++++ 9 " + " " * 32 + " item/link").action == "create"
+    assert rs.parse_change(">f+++++++++ 9 item/without-checksum-field") is None  # not our out-format
+    name_like_md5 = ">f+++++++++ 9 " + "a" * 32 + " " + "b" * 32 + " x"  # a name may look like a digest
+    change = rs.parse_change(name_like_md5)
+    assert change is not None and change.md5 == "a" * 32 and change.path == "b" * 32 + " x"
+    spaced = rs.parse_change(".f...p..... 3 " + " " * 32 + "  leading space")
+    assert spaced is not None and spaced.md5 is None and spaced.path == " leading space"
 
 
 def test_parse_stats_tolerates_missing_block():
@@ -89,6 +98,7 @@ def test_sync_command_rules():
                      "--filter=- .vSphere-HA", "--filter=- /lib.json", "--filter=- /items.json",
                      "--filter=-p /*/item.json", "--filter=- /.library-syncer/", "--stats"):
         assert required in cmd
+    assert "--checksum-choice=md5" in cmd and "--out-format=%i %l %C %n" in cmd  # rsync's md5 of each file
     for forbidden in ("--inplace", "-s", "--protect-args", "--checksum", "-c"):
         assert forbidden not in cmd
     assert not any(a.startswith("--bwlimit") for a in rs.sync_command("a/", "b", max_bw="0"))

@@ -40,6 +40,7 @@ class PublishSteps:
     site_id: str
     origin_before: Origin | None
     origin_after: Origin | None
+    rsync_md5: dict[str, tuple[int, str]]
 
     def finish(self, ok: bool, kind: str, reason: str) -> SyncResult:
         raise NotImplementedError
@@ -80,10 +81,12 @@ class PublishSteps:
 
         self.emit(Phase("manifest"))
         try:
-            report = update_manifest(lay.staging, s.library_name, published=served, approve=approve)
+            report = update_manifest(lay.staging, s.library_name, published=served, approve=approve,
+                                     known_md5=self.rsync_md5)
         except UserError as exc:
             return self.finish(False, "fatal", f"manifest: {exc}")
         r.problems = list(report.problems)
+        r.manifest_files_read, r.manifest_bytes_read = report.files_hashed, report.bytes_hashed
         r.held_back = dict(report.held_back)
         if report.refused:
             return self.finish(False, "guard", report.refused)

@@ -59,6 +59,8 @@ class SyncResult:
     matched_bytes: int = 0
     files_changed: int = 0
     files_deleted: int = 0
+    manifest_files_read: int = 0  # files the manifest step hashed (rsync's md5 spares the others)
+    manifest_bytes_read: int = 0
     generation: int | None = None
     items: int = 0
     library_bytes: int = 0

@@ -8,6 +8,8 @@ its state) are excluded, so ``--delete`` never removes them; ``item.json`` is a
 *perishable* exclude so that a folder whose item vanished at the source is still
 deleted.  ``--fsync`` makes each file rsync writes durable before it is renamed into
 place; the remote shell runs under :data:`REMOTE_SHELL_GUARD` so it dies with rsync.
+``--checksum-choice=md5`` makes rsync's whole-file check of each transferred file an
+md5, which ``%C`` reports (:attr:`FileChange.md5`): the manifest needs no read of it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ FILTER_RULES: tuple[str, ...] = (
     f"-p {PARTIAL_DIR}/",
 )
 
-OUT_FORMAT = "%i %l %n"
+OUT_FORMAT = "%i %l %C %n"  # %C: md5 of a transferred file, else 32 spaces
 
 # util-linux: the remote shell (ssh) gets SIGKILL when its parent, rsync, dies.
 REMOTE_SHELL_GUARD = "setpriv --pdeathsig KILL"
@@ -73,7 +75,7 @@ def sync_command(
     cmd = [
         rsync, "-a", "--delete-delay", f"--partial-dir={PARTIAL_DIR}", f"--timeout={timeout}",
         "--no-human-readable", "--info=progress2", "--no-inc-recursive", f"--out-format={OUT_FORMAT}",
-        "--stats", "--fsync",
+        "--stats", "--fsync", "--checksum-choice=md5",
     ]
     cmd += [f"--filter={rule}" for rule in FILTER_RULES]
     cmd += bwlimit_arg(max_bw)
@@ -114,6 +116,7 @@ class FileChange:
     path: str
     size: int
     flags: str
+    md5: str | None = None  # rsync's verified whole-file md5 of a transferred file
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ class RsyncStats:
         return {**asdict(self), "wire_bytes": self.wire_bytes}
 
 
-_ITEM_RE = re.compile(r"^(\*deleting|[<>ch.][fdLDS][.+?a-zA-Z ]{9})\s+(\d+) (.+)$")
+_ITEM_RE = re.compile(r"^(\*deleting|[<>ch.][fdLDS][.+?a-zA-Z ]{9})\s+(\d+) ([0-9a-f]{32}| {32}) (.+)$")
 _PROGRESS_RE = re.compile(
     r"^\s*(\d[\d,]*)\s+(\d+)%\s+([\d.,]+)([kMGT]?B)/s\s+(\d+:\d\d:\d\d|\?+:\?+:\?+)"
     r"(?:\s+\(xfr#(\d+), (?:to|ir)-chk=(\d+)/(\d+)\))?[ \t]*"
@@ -188,17 +191,18 @@ def unescape_name(name: str) -> str:
 
 
 def parse_change(line: str) -> FileChange | None:
-    """Parse one ``--out-format='%i %l %n'`` line; None if the line is something else."""
+    """Parse one :data:`OUT_FORMAT` line; None if the line is something else."""
     m = _ITEM_RE.match(line)
     if not m:
         return None
-    flags, size, path = m.group(1), int(m.group(2)), unescape_name(m.group(3))
+    flags, size, path = m.group(1), int(m.group(2)), unescape_name(m.group(4))
+    md5 = m.group(3) if m.group(3)[0] != " " else None
     if flags.startswith("*deleting"):
         return FileChange("delete", "", path, size, flags)
     kind, ftype = flags[0], flags[1]
     if kind in "<>":
-        action = "transfer"
-    elif "+++++++" in flags:
+        return FileChange("transfer", ftype, path, size, flags, md5 if ftype == "f" else None)
+    if "+++++++" in flags:
         action = "create"
     elif kind in ".c":
         action = "attrs" if kind == "." else "create"

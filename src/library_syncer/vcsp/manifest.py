@@ -35,7 +35,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ..errors import UserError
 from ..util.fs import atomic_write, fsync_dir, writer_lock
@@ -125,11 +125,14 @@ def _write_if_different(path: Path, data: bytes) -> bool:
 def update_manifest(
     root: Path, name: str, *, state_path: Path | None = None, lock_timeout: float = 60.0,
     published: Published | None = None, approve: Callable[[Draft], str | None] | None = None,
+    known_md5: Mapping[str, tuple[int, str]] | None = None,
 ) -> ManifestReport:
     """Bring the manifest of the library folder ``root`` up to date; see the module docstring.
 
     ``published``: the manifest being served (last good versions, ids to recover);
-    ``approve``: called with the :class:`Draft` before any write; a reason refuses it.
+    ``approve``: called with the :class:`Draft` before any write; a reason refuses it;
+    ``known_md5``: root-relative path -> (size, md5) that rsync verified as it wrote the file
+    (taken for the file found now when its size agrees: md5 needs no read).
     Raises UserError (exit 2) for a bad folder or name, OperationFailed when a
     write fails (the previous manifest stays intact) or another writer holds the lock.
     """
@@ -138,11 +141,12 @@ def update_manifest(
         raise UserError("library name: must not be empty")
     state_file = Path(state_path) if state_path is not None else default_state_path(root)
     with writer_lock(state_file.with_name(state_file.name + ".lock"), lock_timeout):
-        return _update(root, name, state_file, published or Published(), approve)
+        return _update(root, name, state_file, published or Published(), approve, known_md5 or {})
 
 
 def _update(root: Path, name: str, state_file: Path, published: Published,
-            approve: Callable[[Draft], str | None] | None) -> ManifestReport:
+            approve: Callable[[Draft], str | None] | None, known_md5: Mapping[str, tuple[int, str]]
+            ) -> ManifestReport:
     now = now_text()
     state, state_warning = load_state(state_file)
     warnings = [state_warning] if state_warning else []
@@ -161,6 +165,11 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
         with contextlib.suppress(OSError):
             os.unlink(leftover)
     cache = HashCache(state.get("hashes"))
+    for folder, found in scan.items.items():
+        for f in found:
+            size_md5 = known_md5.get(f"{folder}/{f.path}")
+            if size_md5 is not None and size_md5[0] == f.size:
+                cache.known(f"{folder}/{f.path}", f, size_md5[1])
     saved = state.get("md5")
     saved_md5: dict[str, Any] = saved if isinstance(saved, dict) else {}
     md5s: dict[str, dict[str, str]] = {}  # item folder -> path -> md5 of each file its document lists

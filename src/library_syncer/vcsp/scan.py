@@ -5,6 +5,9 @@ mtime is within :data:`RACY_SECONDS` of the scan are not cached, so a file
 rewritten in place within the same timestamp tick is read again next time.
 The change time is deliberately not part of the key: hard-linking a file
 into a published generation changes it without changing the bytes.
+An entry whose md5 rsync verified as it wrote the file (:meth:`HashCache.known`,
+``verified``) is never racy: rsync never rewrites a file in place (no ``--inplace``), so any later
+change of it is a new inode, a new key.
 """
 
 from __future__ import annotations
@@ -162,13 +165,22 @@ class HashCache:
         if not (old and tuple(old["key"]) == f.key):
             old = self.by_key.get(f.key)
         entry = dict(old) if old else {"key": list(f.key)}
-        if f.key[3] >= self._racy_ns:
+        if f.key[3] >= self._racy_ns and not entry.get("verified"):
             entry["racy"] = True
         self.new[relpath] = entry
         return entry
 
+    def known(self, relpath: str, f: FoundFile, md5: str) -> None:
+        """Take ``md5`` of the file as found now (rsync's verified whole-file checksum): no read for md5."""
+        old = self.old.get(relpath)
+        if old and tuple(old["key"]) == f.key and old.get("md5") == md5:
+            old["verified"] = True  # already known, maybe with more digests
+            return
+        entry: dict[str, Any] = {"key": list(f.key), "md5": md5, "verified": True}
+        self.old[relpath] = self.by_key[f.key] = entry
+
     def digests(self, relpath: str, f: FoundFile, algorithms: set[str]) -> dict[str, str]:
-        """md5 and ``algorithms`` hex digests of the file, reading it only if not cached."""
+        """md5 and ``algorithms`` hex digests of the file, reading it only if not cached (then all in one pass)."""
         entry = self._entry(relpath, f)
         wanted = {"md5"} | algorithms
         have = {a for a in wanted if isinstance(entry.get(a), str)}

@@ -1,0 +1,79 @@
+"""After a sync over sshd + rrsync, the manifest step reads only what rsync's md5 cannot stand for.
+
+rsync verifies each file it writes with a whole-file md5 (``--checksum-choice=md5``) and
+reports it (``%C``); the manifest takes it instead of reading the file.  A file a ``.mf``
+checks with SHA-256 is read once, every digest in that one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from library_syncer.config import load_settings
+from library_syncer.publish import generations as gen
+from library_syncer.sync.run import run_sync
+from server_fixture import running_server
+
+from vcsp.helpers import assert_one_etag_per_item, ovf
+
+MiB = 1 << 20
+
+
+def _write_mf(item: Path) -> None:
+    names = ("web.ovf", "web-disk1.vmdk")
+    lines = [f"SHA256({n})= {hashlib.sha256((item / n).read_bytes()).hexdigest()}" for n in names]
+    (item / "web.mf").write_text("\n".join(lines) + "\n")
+
+
+def _patch(path: Path, offset: int, length: int) -> None:
+    """Overwrite ``length`` bytes at ``offset`` in place (size unchanged), as a changed template does."""
+    with path.open("r+b") as fh:
+        fh.seek(offset)
+        fh.write(os.urandom(length))
+
+
+def test_manifest_reads_nothing_for_rsync_verified_files_and_sha256_files_once(tmp_path):
+    lib = tmp_path / "primary"
+    iso = lib / "Tools" / "tools.iso"
+    iso.parent.mkdir(parents=True)
+    iso.write_bytes(os.urandom(4 * MiB))
+    web = lib / "Web"
+    web.mkdir()
+    (web / "web.ovf").write_text(ovf("web-disk1.vmdk"))
+    disk = web / "web-disk1.vmdk"
+    disk.write_bytes(os.urandom(4 * MiB))
+    _write_mf(web)
+    with running_server(tmp_path, lib) as server:
+        s = load_settings(library=tmp_path / "L", state_dir=tmp_path / "state", sync_peer=server.host,
+                          sync_port=server.port, sync_user=server.user, sync_key=server.key,
+                          sync_host_key=server.host_key_line)
+        first = run_sync(s)
+        assert first.ok and first.kind == "ok", first.reason
+        # Everything arrived with rsync's md5; only what the .mf checks with SHA-256 is read, once each.
+        assert first.manifest_files_read == 2
+        assert first.manifest_bytes_read == disk.stat().st_size + (web / "web.ovf").stat().st_size
+
+        _patch(iso, 2 * MiB, 40 * 1024)  # 1 % of the ISO
+        second = run_sync(s)
+        assert second.ok and second.kind == "ok", second.reason
+        assert second.files_changed == 1 and second.matched_bytes > 0  # a delta transfer
+        assert (second.manifest_files_read, second.manifest_bytes_read) == (0, 0)
+
+        _patch(disk, 1 * MiB, 40 * 1024)  # 1 % of the disk, and its new SHA-256 in the .mf
+        _write_mf(web)
+        third = run_sync(s)
+        assert third.ok and third.kind == "ok", third.reason  # the .mf check passed: not held back
+        assert third.files_changed == 2
+        assert (third.manifest_files_read, third.manifest_bytes_read) == (1, disk.stat().st_size)
+
+        fourth = run_sync(s)  # nothing changed: nothing read, nothing published
+        assert fourth.ok and fourth.generation is None
+        assert (fourth.manifest_files_read, fourth.manifest_bytes_read) == (0, 0)
+
+    served = gen.current_root(tmp_path / "L")
+    assert served is not None
+    assert_one_etag_per_item(served)  # the etags follow the bytes: rsync's md5s were the files' own
+    for path in (iso, disk, web / "web.mf"):
+        assert (served / path.relative_to(lib)).read_bytes() == path.read_bytes()
