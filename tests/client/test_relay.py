@@ -102,6 +102,11 @@ def test_site_behind_a_relay_fails_over_and_never_goes_backwards(tmp_path):
         with _relay(tmp_path, primary, relay_key, keys_dir, relay_port) as (relay_url, _, relay_lib):
             up = requests.get(f"{relay_url}/_syncer/api/status", timeout=30).json()["upstream"]
             assert up["served_by"] == f"{primary.host}:{primary.port}" and up["origin_version"] == first["version"]
+            # The relay daemon reported its publication to the primary (the key that logged in names it).
+            report = primary.state_dir / "reports" / "relay.json"
+            wait_until(lambda: report.exists() and json.loads(report.read_text())["origin_version"] == first["version"]
+                       and json.loads(report.read_text())["result"]["kind"] == "ok", 60,
+                       "the relay's report of its sync at the primary")
             metrics = requests.get(f"{relay_url}/_syncer/metrics", timeout=30).text
             assert f"library_syncer_origin_version {float(first['version'])}" in metrics
             r = site()

@@ -41,6 +41,7 @@ from .site_metrics import ClientMetrics
 from ..sync.schedule import next_run, random_delay
 from ..sync.result import SyncResult
 from ..sync.origin_state import read_site_origin
+from .site_report import report
 from ..sync.run import run_sync
 from ..publish.generations import current_generation
 from ..transport.rsync import Progress
@@ -90,6 +91,7 @@ class ClientDaemon(SiteWeb):
         self._thread_stop = threading.Event()
         self._tasks: dict[str, asyncio.Task] = {}
         self._background: set[asyncio.Task] = set()
+        self._reports: set[asyncio.Task] = set()
         self.vcenter = (VcenterNotifier(settings, self.metrics_, self.stop, self._post_webhook)
                         if settings.vcenter_enabled() else None)
 
@@ -105,6 +107,13 @@ class ClientDaemon(SiteWeb):
             thumbprint=(self.front.last_thumbprint if self.front is not None else None) or self.thumbprint,
         ) | self.policy() | {"vcenter": self.vcenter.document() if self.vcenter else None,
                              "upstream": self.upstream()}
+
+    def _start_report(self, result: SyncResult | None) -> None:
+        """Send the site report to the upstream (at start, and after each sync); best effort, cut at stop."""
+        task = asyncio.create_task(report(self.settings, result, list(self.state.history), self.state.next_run,
+                                          self.stop))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
 
     def upstream(self) -> dict[str, Any]:
         """The status document's ``upstream`` part (reads the published origin manifest)."""
@@ -192,6 +201,7 @@ class ClientDaemon(SiteWeb):
                 await asyncio.to_thread(st.save_history, self.settings.resolved_state_dir(), self.state.history)
             except OperationFailed as exc:
                 log.warning("sync history not saved: %s", exc)
+            self._start_report(result)
             event = st.webhook_event(previous, result)
             if event and self.settings.webhook_url:
                 self._spawn(self._call_webhook(event, result))
@@ -253,6 +263,7 @@ class ClientDaemon(SiteWeb):
     async def scheduler(self) -> None:
         """Sync at start (unless skipped), then one sync per schedule tick (plus the random delay if enabled)."""
         s = self.settings
+        self._start_report(None)  # the upstream learns the site is up
         published = await asyncio.to_thread(current_generation, s.library)
         if s.sync_skip_initial and published is not None:
             log.info("sync at start skipped (sync_skip_initial): generation %d is published", published)
@@ -311,7 +322,9 @@ class ClientDaemon(SiteWeb):
             done, _ = await asyncio.wait({*servers, sched}, return_when=asyncio.FIRST_COMPLETED)
             self.stop.set()
             self._thread_stop.set()
-            await asyncio.gather(*servers, sched, *self._tasks.values(), *self._background, return_exceptions=True)
+            _ = [task.cancel() for task in self._reports]  # a report never delays the stop
+            await asyncio.gather(*servers, sched, *self._tasks.values(), *self._background, *self._reports,
+                                 return_exceptions=True)
             for task in done:
                 if (exc := task.exception()) is not None:
                     raise exc

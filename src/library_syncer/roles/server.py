@@ -30,10 +30,11 @@ from ..fleet.peers import ssh_peers
 from ..fleet.store import load_fleet, save_fleet
 from ..util.fmt import iso_utc
 from ..util.fs import atomic_write
-from ..vcsp.origin import refresh_origin
+from ..fleet.reports import Publications
+from ..vcsp.origin import ORIGIN_FILE, refresh_origin
 from ..util.proc import Child
 from ..util.signals import capture_signals
-from .server_setup import ServerPlan, sshd_env
+from .server_setup import REPORTS_DIR, ServerPlan, sshd_env, write_keys_map
 from .server_setup import host_key_line, parse_rsync_version, prepare  # noqa: F401 (re-exported)
 
 log = logging.getLogger("library_syncer.server")
@@ -63,6 +64,7 @@ def reload_keys(plan: ServerPlan) -> list[keymod.SiteKey]:
         log.error("reload: %s; keeping the previous keys", exc)
         return plan.keys
     atomic_write(plan.setup.authorized_keys, text.encode())
+    write_keys_map(plan.state_dir, keys)
     before = {k.fingerprint: k.site for k in plan.keys}
     after = {k.fingerprint: k.site for k in keys}
     added = sorted({after[f] for f in after.keys() - before.keys()})
@@ -120,8 +122,9 @@ async def _supervise(plan: ServerPlan) -> int:
         web_runner = None
         if plan.settings.fleet_port is not None:
             token = plan.settings.admin_token_value()
-            web_runner = await start_fleet_server(make_fleet_app(fleet, token=token), plan.settings.fleet_host,
-                                                  plan.settings.fleet_port)
+            publications = Publications(plan.state_dir / REPORTS_DIR, plan.state_dir / ORIGIN_FILE)
+            app = make_fleet_app(fleet, token=token, enrich=publications.enrich)
+            web_runner = await start_fleet_server(app, plan.settings.fleet_host, plan.settings.fleet_port)
             if not token and not is_loopback(plan.settings.fleet_host):
                 log.warning("the fleet view is open to anyone who can reach it: set admin_token_file or "
                             "SYNCER_ADMIN_TOKEN to require a token")

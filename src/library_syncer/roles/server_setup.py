@@ -8,6 +8,7 @@ problem is one ConfigError line naming the setting (exit 2).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pwd
@@ -237,14 +238,16 @@ def prepare(settings: Settings, *, relay: bool = False) -> ServerPlan:
         PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation needs it as root
     host_keys = keymod.ensure_host_keys(state_dir, tools.keygen)
     python, script = install_dispatcher(state_dir, tools.rrsync)
+    reports, keys_map = prepare_reports(state_dir, keys, uid if root_mode else None)
     if root_mode and (blocked := _unreadable_for(state_dir, account)) is not None:
         raise ConfigError(f"setting state_dir: the account {user} cannot read {blocked}, so it cannot run the "
                           f"forced command {script} (make the folders readable by uid {uid})")
     if relay:
-        command = forced_command(tools.rrsync, python=python, script=script, published=library)
+        command = forced_command(tools.rrsync, python=python, script=script, published=library,
+                                 reports=reports, keys=keys_map)
     else:
         command = forced_command(tools.rrsync, python=python, script=script, library=library,
-                                 origin=state_dir / ORIGIN_FILE)
+                                 origin=state_dir / ORIGIN_FILE, reports=reports, keys=keys_map)
     setup = SshdSetup(
         listen_host=settings.ssh_host, port=settings.ssh_port, host_keys=tuple(host_keys),
         authorized_keys=authorized, user=user, command=command,
@@ -263,6 +266,29 @@ def prepare(settings: Settings, *, relay: bool = False) -> ServerPlan:
         raise ConfigError(f"sshd rejects the configuration {config_file}: {test.stderr.strip()}")
     return ServerPlan(tools, settings, state_dir, setup, config_file, keys, uid, {k.key: k.site for k in keys},
                       keys_dir)
+
+
+REPORTS_DIR = "reports"
+KEYS_MAP_FILE = "site-keys.json"
+
+
+def prepare_reports(state_dir: Path, keys: list[keymod.SiteKey], uid: int | None) -> tuple[Path, Path]:
+    """The folder the dispatcher stores site reports in (owned by the login account ``uid`` in root
+    mode) and the key -> site map it identifies sites by (rewritten at every reload)."""
+    folder = state_dir / REPORTS_DIR
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if uid is not None:
+            os.chown(folder, uid, -1)
+    except OSError as exc:
+        raise ConfigError(f"setting state_dir: cannot prepare {folder} ({exc.strerror})") from None
+    write_keys_map(state_dir, keys)
+    return folder, state_dir / KEYS_MAP_FILE
+
+
+def write_keys_map(state_dir: Path, keys: list[keymod.SiteKey]) -> None:
+    """``STATE/site-keys.json``: each authorized key (``TYPE BASE64``) and its site."""
+    atomic_write(state_dir / KEYS_MAP_FILE, json.dumps({k.key: k.site for k in keys}, sort_keys=True).encode())
 
 
 def install_dispatcher(state_dir: Path, rrsync: str) -> tuple[str, Path]:

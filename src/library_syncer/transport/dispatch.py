@@ -8,7 +8,13 @@ exactly these forms, nothing else (one line on stderr, exit 1):
     the sender side of a pull: handed unchanged to ``rrsync -ro ROOT``, which checks
     the options itself (read-only, no ``--protect-args``, paths under ROOT);
 ``library-syncer origin``
-    the origin manifest (JSON) the site compares versions with.
+    the origin manifest (JSON) the site compares versions with;
+``library-syncer report``
+    the site's report after a sync: at most :data:`MAX_REPORT` bytes of JSON on stdin, checked
+    by :func:`report_problem`, stored as ``REPORTS/SITE.json`` (atomically), where SITE is the
+    site of the key that logged in (``SSH_USER_AUTH``, looked up in ``--keys``), never a name
+    the report gives; a report that is too big, not JSON, fails the checks or names another
+    site is refused with one line and changes nothing.
 
 ROOT is the library folder (``--library``, the primary) or, for a relay (``--published
 L``), the generation ``L/current`` points to when the session starts: resolved once and
@@ -23,12 +29,18 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import sys
+import time
 
 RSYNC_PREFIX = "rsync --server --sender "
 ORIGIN_COMMAND = "library-syncer origin"
-ALLOWED = f"'{RSYNC_PREFIX.strip()} ...' (a read-only rsync) or '{ORIGIN_COMMAND}'"
+REPORT_COMMAND = "library-syncer report"
+ALLOWED = f"'{RSYNC_PREFIX.strip()} ...' (a read-only rsync), '{ORIGIN_COMMAND}' or '{REPORT_COMMAND}'"
+REPORT_FORMAT = "library-syncer-report/1"
+MAX_REPORT = 1024 * 1024
+_RESULT_KINDS = {"ok", "degraded", "config", "busy", "guard", "fatal", "gave-up", "stopped", "error", "start"}
 META = ".library-syncer"
 _DIGITS = 6
 
@@ -92,6 +104,77 @@ def _send(path: str | None) -> int:
     return 0
 
 
+def report_problem(doc: object) -> str | None:
+    """Why ``doc`` is not a site report (None when it is one); the one schema of reports."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    if doc.get("format") != REPORT_FORMAT:
+        return f"format is not {REPORT_FORMAT}"
+    for key, kinds in (("site", (str, type(None))), ("tool_version", (str,)), ("at", (str,)),
+                       ("origin_id", (str, type(None))), ("origin_version", (int, type(None))),
+                       ("generation", (int, type(None))), ("items", (dict,)), ("held_back", (dict,)),
+                       ("result", (dict,)), ("next_run", (str, type(None)))):
+        value = doc.get(key)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return f"{key} is missing or not {' or '.join(k.__name__ for k in kinds)}"
+    for name, item in doc["items"].items():
+        if not (isinstance(item, dict) and isinstance(item.get("version"), int)
+                and isinstance(item.get("files", {}), dict) and len(name) <= 255):
+            return f"items[{name[:40]!r}] is not {{version, files}}"
+    if not all(isinstance(v, str) for v in doc["held_back"].values()):
+        return "held_back is not {item: reason}"
+    result = doc["result"]
+    if result.get("kind") not in _RESULT_KINDS or not isinstance(result.get("reason", ""), str):
+        return "result is not {kind, reason}"
+    for key in ("wire_bytes", "duration_seconds"):
+        if not isinstance(result.get(key, 0), (int, float)):
+            return f"result.{key} is not a number"
+    return None
+
+
+def _login_site(keys_file: str) -> str | None:
+    """The site of the key this session logged in with (sshd's ExposeAuthInfo file), or None."""
+    try:
+        with open(os.environ.get("SSH_USER_AUTH", ""), encoding="utf-8") as fh:
+            used = [" ".join(line.split()[1:3]) for line in fh if line.startswith("publickey ")]
+        with open(keys_file, encoding="utf-8") as fh:
+            sites = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    found = {sites.get(k) for k in used} - {None}
+    return found.pop() if len(found) == 1 else None
+
+
+def _store_report(args: argparse.Namespace) -> int:
+    if not args.reports or not args.keys:
+        return _refuse("this server takes no reports")
+    site = _login_site(args.keys)
+    if site is None:
+        return _refuse("report: the key of this session is not a site's key")
+    data = sys.stdin.buffer.read(MAX_REPORT + 1)
+    if len(data) > MAX_REPORT:
+        return _refuse(f"report: larger than {MAX_REPORT} bytes")
+    try:
+        doc = json.loads(data)
+    except (UnicodeDecodeError, ValueError):
+        return _refuse("report: not JSON")
+    problem = report_problem(doc)
+    if problem is None and doc.get("site") not in (None, site):
+        problem = f"it names the site {doc['site'][:64]!r}, but this key is the site {site!r}"
+    if problem:
+        return _refuse(f"report: {problem}")
+    doc["site"] = site
+    doc["received"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    tmp = os.path.join(args.reports, f".{site}.json.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, os.path.join(args.reports, f"{site}.json"))
+    sys.stdout.write("stored\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the allowed form of ``SSH_ORIGINAL_COMMAND`` (exec rrsync for rsync) or refuse it."""
     parser = argparse.ArgumentParser(prog="library-syncer-dispatch")
@@ -100,12 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--library")
     where.add_argument("--published")
     parser.add_argument("--origin")
+    parser.add_argument("--reports")
+    parser.add_argument("--keys")
     args = parser.parse_args(argv)
     asked = os.environ.get("SSH_ORIGINAL_COMMAND", "")
     if not asked.strip():
         return _refuse("no command given (interactive logins are not allowed)")
     if any(c in asked for c in "\n\r\0"):
         return _refuse("the command holds a control character")
+    if asked == REPORT_COMMAND:
+        return _store_report(args)
     if asked.startswith(RSYNC_PREFIX) or asked == ORIGIN_COMMAND:
         resolved = _resolve(args)
         if resolved is None:

@@ -59,10 +59,12 @@ def check_line_safe(value: str, what: str) -> str:
 
 
 def forced_command(rrsync: str, *, python: str, script: Path, library: Path | None = None,
-                   published: Path | None = None, origin: Path | None = None) -> str:
+                   published: Path | None = None, origin: Path | None = None,
+                   reports: Path | None = None, keys: Path | None = None) -> str:
     """The shell command every session runs: the dispatcher (:mod:`.dispatch`, a copy at ``script``
     run by ``python``), which allows a read-only rsync of ``library`` (the primary; its origin manifest
-    is ``origin``) or of the generation a relay publishes in ``published``, and the origin query."""
+    is ``origin``) or of the generation a relay publishes in ``published``, the origin query, and site
+    reports stored in ``reports`` for the sites of the key map ``keys``."""
     args = [python, "-I", str(script), "--rrsync", rrsync]
     if library is not None:
         args += ["--library", str(library)]
@@ -72,6 +74,8 @@ def forced_command(rrsync: str, *, python: str, script: Path, library: Path | No
         args += ["--published", str(published)]
     else:
         raise ValueError("forced command: a library or a published folder is needed")
+    if reports is not None and keys is not None:
+        args += ["--reports", str(reports), "--keys", str(keys)]
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Iterator
+from typing import Callable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -43,11 +43,12 @@ MOVED = {"/": "", "/api/fleet": "api/fleet", "/metrics": "metrics"}  # old path 
 class FleetCollector:
     """Prometheus series read from the fleet at each scrape (sites with a key only)."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, document: Callable[[], dict] | None = None) -> None:
         self.fleet = fleet
+        self.document = document or fleet.snapshot
 
     def collect(self) -> Iterator[Metric]:
-        doc = self.fleet.snapshot()
+        doc = self.document()
         summary = doc["summary"]
         yield GaugeMetricFamily("library_syncer_sites", "Sites with a key in the keys folder",
                                 value=summary["sites"])
@@ -84,6 +85,7 @@ class FleetCollector:
             for result in RESULTS:
                 sessions.add_metric([name, result], s["sessions"][result])
         yield from (seen, duration, last_ok, silent, syncing, sessions)
+        yield from _publication_metrics(doc)
         yield CounterMetricFamily("library_syncer_unknown_key_attempts",
                                   "Connections refused whose key belongs to no site",
                                   value=doc["unknown_keys"]["attempts"])
@@ -92,29 +94,56 @@ class FleetCollector:
                                   value=doc["sshd"]["restarts"])
 
 
-def metrics_registry(fleet: Fleet) -> CollectorRegistry:
+def _publication_metrics(doc: dict) -> Iterator[Metric]:
+    """Series from the sites' reports (see fleet/reports.py), for alerts such as "sites behind per item"."""
+    behind = GaugeMetricFamily("library_syncer_site_origin_versions_behind",
+                               "Origin versions the site's publication is behind the primary (from its report)",
+                               labels=["site"])
+    held = GaugeMetricFamily("library_syncer_site_items_held_back", "Items the site holds back (from its report)",
+                             labels=["site"])
+    per_item = GaugeMetricFamily("library_syncer_item_sites_not_current",
+                                 "Reporting sites that do not publish the item's current version", labels=["item"])
+    for s in doc["sites"]:
+        pub = s.get("publication")
+        if pub is not None and pub["versions_behind"] is not None:
+            behind.add_metric([s["site"]], pub["versions_behind"])
+        if pub is not None:
+            held.add_metric([s["site"]], len(pub["held_back"]))
+    for name, item in (doc.get("items") or {}).items():
+        per_item.add_metric([name], len(item["sites_not_current"]))
+    yield from (behind, held, per_item)
+
+
+def metrics_registry(fleet: Fleet, document: Callable[[], dict] | None = None) -> CollectorRegistry:
     """A registry of its own (not the process-global one) holding the fleet's series."""
     registry = new_registry()
-    registry.register(FleetCollector(fleet))
+    registry.register(FleetCollector(fleet, document))
     return registry
 
 
-def fleet_surface(fleet: Fleet, *, refresh_seconds: int = 30) -> OpsSurface:
-    """The fleet page, ``api/fleet``, metrics and health (sshd up) as ops routes."""
-    registry = metrics_registry(fleet)
+def fleet_surface(fleet: Fleet, *, refresh_seconds: int = 30,
+                  enrich: Callable[[dict], dict] | None = None) -> OpsSurface:
+    """The fleet page, ``api/fleet``, metrics and health (sshd up) as ops routes; ``enrich`` adds what
+    the sites report (fleet/reports.py) to the fleet document."""
+
+    def document() -> dict:
+        return enrich(fleet.snapshot()) if enrich is not None else fleet.snapshot()
+
+    registry = metrics_registry(fleet, document)
 
     def health() -> tuple[bool, str]:
         if fleet.snapshot()["sshd"]["up"]:
             return True, "ok: sshd is running\n"
         return False, "sshd is not running\n"
 
-    return OpsSurface("fleet", fleet.snapshot, partial(render_fleet_page, refresh_seconds=refresh_seconds),
+    return OpsSurface("fleet", document, partial(render_fleet_page, refresh_seconds=refresh_seconds),
                       partial(render, registry), health=health)
 
 
-def make_fleet_app(fleet: Fleet, *, token: str | None, refresh_seconds: int = 30) -> web.Application:
+def make_fleet_app(fleet: Fleet, *, token: str | None, refresh_seconds: int = 30,
+                   enrich: Callable[[dict], dict] | None = None) -> web.Application:
     """The fleet web app (see the module doc for its paths)."""
-    surface = fleet_surface(fleet, refresh_seconds=refresh_seconds)
+    surface = fleet_surface(fleet, refresh_seconds=refresh_seconds, enrich=enrich)
     app = web.Application()
     add_ops_routes(app, surface, token=token)
 

@@ -100,6 +100,25 @@ def human_age(seconds: float | None) -> str:
     return f"{int(seconds // 86400)} days ago"
 
 
+def _publication(pub: dict[str, Any] | None) -> str:
+    """What the site reported it publishes: its origin version, and which items are behind or held back."""
+    if pub is None:
+        return '<span class="when">no report</span>'
+    parts = [f'origin v{escape(str(pub["origin_version"]))}' if pub["origin_version"] is not None else "no origin"]
+    if pub["state"] == "current":
+        parts.append('<span class="r-ok">current</span>')
+    elif pub["versions_behind"]:
+        parts.append(f'<span class="r-error">{pub["versions_behind"]} behind</span>')
+    if pub["items_behind"]:
+        parts.append(f'<span class="when">behind: {escape(", ".join(pub["items_behind"][:5]))}</span>')
+    if pub["held_back"]:
+        held = "; ".join(f"{k}: {v}" for k, v in sorted(pub["held_back"].items())[:3])
+        parts.append(f'<span class="r-error">held back: {escape(held)}</span>')
+    if pub["last_result"] not in (None, "ok", "start"):
+        parts.append(f'<span class="when">last: {escape(str(pub["last_result"]))} {escape(pub["last_reason"] or "")}</span>')
+    return " ".join(parts)
+
+
 def _row(s: dict[str, Any]) -> str:
     state = s["state"]
     badge = f'<span class="badge s-{escape(state.replace(" ", "-"))}">{escape(STATE_LABELS.get(state, state))}</span>'
@@ -128,6 +147,7 @@ def _row(s: dict[str, Any]) -> str:
         ("Last sync", duration),
         ("Result", result_html),
         ("Sessions", f'<span class="num">{sessions}</span>'),
+        ("Publishes", _publication(s.get("publication"))),
     ]
     return "<tr>" + "".join(f'<td data-label="{label}"><div>{value or EMPTY}</div></td>'
                             for label, value in cells) + "</tr>"
@@ -156,7 +176,7 @@ def render_fleet_page(doc: dict[str, Any], *, refresh_seconds: int = 30) -> str:
     if last:
         unknown_note = (f'<p class="sub">Last unknown key: from {escape(str(last.get("address")))} at '
                         f'{escape(_clock(last.get("at")))} (<code>{escape(str(last.get("fingerprint")))}</code>)</p>')
-    rows = "\n".join(_row(s) for s in doc["sites"]) or '<tr><td colspan="7">No site keys.</td></tr>'
+    rows = "\n".join(_row(s) for s in doc["sites"]) or '<tr><td colspan="8">No site keys.</td></tr>'
     silent_after = human_duration(doc["silent_after_seconds"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -172,7 +192,7 @@ sshd {"running" if doc["sshd"]["up"] else "DOWN"} · sshd restarts: {int(doc["ss
 {alert}<div class="summary">{boxes}</div>
 {unknown_note}
 <table>
-<thead><tr><th>Site</th><th>Status</th><th>Last seen</th><th>Address</th><th>Last sync</th><th>Result</th><th>Sessions</th></tr></thead>
+<thead><tr><th>Site</th><th>Status</th><th>Last seen</th><th>Address</th><th>Last sync</th><th>Result</th><th>Sessions</th><th>Publishes</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table>
