@@ -11,7 +11,10 @@ from library_syncer.sync.bwslots import SlotStarted, StopAt, transfer_in_slots
 from library_syncer.sync.run import run_sync
 from library_syncer.sync.timetable import Timetable
 from library_syncer.util.proc import Proc
-from support import wait_until
+from library_syncer.sync.result import Phase
+from support import free_port, wait_until
+
+HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBIkcQS98lcMwjbePH21l+xR802oq0eQNnRim5+kOeK6"
 
 UTC = timezone.utc
 
@@ -100,3 +103,26 @@ def test_no_rsync_runs_in_a_pause_slot_and_a_stop_ends_the_wait(tmp_path):
     assert not worker.is_alive(), "the pause did not end when the run was stopped"
     assert done[0].kind == "stopped", done[0]
     assert not (staging / "Item").exists()
+
+
+def test_a_pause_slot_opens_no_connection_before_it_ends(tmp_path):
+    now = datetime.now(UTC)
+    pause, later = now.strftime("%H:%M"), (now + timedelta(minutes=3)).strftime("%H:%M")
+    key = tmp_path / "key"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nx\n-----END OPENSSH PRIVATE KEY-----\n")
+    key.chmod(0o600)
+    settings = load_settings(library=tmp_path / "L", state_dir=tmp_path / "state", sync_peer="127.0.0.1",
+                             sync_port=free_port(), sync_key=key, sync_host_key=HOST_KEY,
+                             sync_max_bw=f"{pause},pause {later},off")
+    events: list[object] = []
+    stop = threading.Event()
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(run_sync(settings, on_event=events.append, stop_event=stop)))
+    worker.start()
+    try:
+        assert wait_until(lambda: any(isinstance(e, SlotStarted) for e in events), 30), events
+        assert not [e for e in events if isinstance(e, Phase)], events  # no connect, no listing in the pause
+    finally:
+        stop.set()
+        worker.join(10)
+    assert not worker.is_alive() and done[0].kind == "stopped", done

@@ -64,6 +64,24 @@ def wait_until(when: datetime, stop: threading.Event | None) -> bool:
     return not (stop is not None and stop.is_set())
 
 
+def wait_out_pause(table: Timetable, tz: tzinfo, stop: threading.Event | None, emit: Callable[[object], None],
+                   clock: Callable[[], datetime] = _now) -> bool:
+    """Before any WAN traffic (connecting, listing): wait while a ``pause`` slot is in force.
+    False when ``stop`` ended the wait."""
+    while True:
+        now = clock()
+        slot = table.slot_at(now, tz)
+        if not slot.paused:
+            return True
+        change = table.next_change(now, tz)
+        assert change is not None  # a table that pauses always is refused when read
+        emit(SlotStarted(entry_text(slot), limit_text(slot), change))
+        log.info("bandwidth slot %r: no WAN traffic until %s", entry_text(slot),
+                 change.astimezone(tz).isoformat(timespec="minutes"))
+        if not wait_until(change, stop):
+            return False
+
+
 def transfer_in_slots(table: Timetable, tz: tzinfo, stop: threading.Event | None,
                       run_one: Callable[[str, threading.Event], Proc], emit: Callable[[object], None],
                       clock: Callable[[], datetime] = _now) -> Proc:

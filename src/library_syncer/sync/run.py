@@ -34,7 +34,7 @@ from ..transport.dispatch import ORIGIN_COMMAND
 from ..transport.exitcodes import Outcome, classify
 from ..util.proc import Proc, RunLock, run as run_child
 from ..vcsp.origin import Origin, parse_origin, peer_verdict
-from .bwslots import transfer_in_slots
+from .bwslots import transfer_in_slots, wait_out_pause
 from .guard import delete_guard
 from .origin_state import read_site_origin, site_id
 from .publishing import PublishSteps, os_reason
@@ -206,6 +206,9 @@ class _Run(PublishSteps):
         self.emit(AttemptStarted(self.result.attempts))
         self.source, self.rsh = peer.source, None
         conn = None
+        if peer.ssh_argv is not None and not wait_out_pause(Timetable.parse(self.plan.max_bw), zone(self.s.tz),
+                                                            self.stop, self.emit):
+            return Attempt("stopped")
         if peer.ssh_argv is not None:
             self.emit(Phase("connect", peer.name))
             conn = Connection(list(peer.ssh_argv), peer.destination, connect_timeout=self.plan.connect_timeout,
