@@ -15,7 +15,7 @@ from ..config import Settings
 from ..errors import UserError
 from ..publish import generations
 from ..vcsp.manifest import update_manifest
-from ..vcsp.origin import Origin
+from ..vcsp.origin import Origin, vouched_digests
 from ..vcsp.published import read_published
 from .cleanup import remove_empty_items, remove_unselected
 from .guard import publish_guard
@@ -82,7 +82,7 @@ class PublishSteps:
         self.emit(Phase("manifest"))
         try:
             report = update_manifest(lay.staging, s.library_name, published=served, approve=approve,
-                                     known_md5=self.rsync_md5)
+                                     known=vouched_digests(self.origin_after, self.rsync_md5))
         except UserError as exc:
             return self.finish(False, "fatal", f"manifest: {exc}")
         r.problems = list(report.problems)

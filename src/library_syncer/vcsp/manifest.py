@@ -125,14 +125,14 @@ def _write_if_different(path: Path, data: bytes) -> bool:
 def update_manifest(
     root: Path, name: str, *, state_path: Path | None = None, lock_timeout: float = 60.0,
     published: Published | None = None, approve: Callable[[Draft], str | None] | None = None,
-    known_md5: Mapping[str, tuple[int, str]] | None = None,
+    known: Mapping[str, tuple[int, dict[str, str]]] | None = None,
 ) -> ManifestReport:
     """Bring the manifest of the library folder ``root`` up to date; see the module docstring.
 
     ``published``: the manifest being served (last good versions, ids to recover);
     ``approve``: called with the :class:`Draft` before any write; a reason refuses it;
-    ``known_md5``: root-relative path -> (size, md5) that rsync verified as it wrote the file
-    (taken for the file found now when its size agrees: md5 needs no read).
+    ``known``: root-relative path -> (size, digests with at least md5) that rsync verified as it
+    wrote the file (taken for the file found now when its size agrees: those need no read).
     Raises UserError (exit 2) for a bad folder or name, OperationFailed when a
     write fails (the previous manifest stays intact) or another writer holds the lock.
     """
@@ -141,11 +141,11 @@ def update_manifest(
         raise UserError("library name: must not be empty")
     state_file = Path(state_path) if state_path is not None else default_state_path(root)
     with writer_lock(state_file.with_name(state_file.name + ".lock"), lock_timeout):
-        return _update(root, name, state_file, published or Published(), approve, known_md5 or {})
+        return _update(root, name, state_file, published or Published(), approve, known or {})
 
 
 def _update(root: Path, name: str, state_file: Path, published: Published,
-            approve: Callable[[Draft], str | None] | None, known_md5: Mapping[str, tuple[int, str]]
+            approve: Callable[[Draft], str | None] | None, known: Mapping[str, tuple[int, dict[str, str]]]
             ) -> ManifestReport:
     now = now_text()
     state, state_warning = load_state(state_file)
@@ -167,9 +167,9 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
     cache = HashCache(state.get("hashes"))
     for folder, found in scan.items.items():
         for f in found:
-            size_md5 = known_md5.get(f"{folder}/{f.path}")
-            if size_md5 is not None and size_md5[0] == f.size:
-                cache.known(f"{folder}/{f.path}", f, size_md5[1])
+            size_digests = known.get(f"{folder}/{f.path}")
+            if size_digests is not None and size_digests[0] == f.size:
+                cache.known(f"{folder}/{f.path}", f, size_digests[1])
     saved = state.get("md5")
     saved_md5: dict[str, Any] = saved if isinstance(saved, dict) else {}
     md5s: dict[str, dict[str, str]] = {}  # item folder -> path -> md5 of each file its document lists

@@ -2,16 +2,19 @@
 
 The server keeps it in its state folder (never in the library): an origin id made
 once, an integer ``version`` that grows with every change of content, and for each
-item its own version, a digest of its files and each file's size and md5.  Sites
-read it through the forced-command dispatcher (``library-syncer origin``); a relay
+item its own version, a digest of its files and each file's size and md5, and for a
+file an item's ``.mf`` checks, the digests it asks for (SHA-256 mostly), computed in the
+same read as the md5.  Sites read it through the forced-command dispatcher (``library-syncer origin``); a relay
 re-exports the document it received with each generation it publishes, so a version
 means the same content at every tier.
 
 Pure rules: :func:`next_origin` (the new document from the previous one and the files
 now), :func:`parse_origin` (a document read from a peer, validated), :func:`peer_verdict`
 (may a site take a peer's content: never an origin version lower than the published one,
-never through itself).  I/O: :func:`scan_origin` hashes the library through the hash
-cache; :func:`refresh_origin` writes the state files.
+never through itself), :func:`vouched_digests` (the origin's digests of the files rsync
+verified with the origin's md5: a site need not read them for its ``.mf`` check).  I/O:
+:func:`scan_origin` hashes the library through the hash cache; :func:`refresh_origin`
+writes the state files.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..util.fs import atomic_write
+from .ovf import MF_ALGORITHMS, manifests, needed_algorithms
 from .scan import HashCache, scan_tree
 
 FORMAT = "library-syncer-origin/1"
@@ -34,6 +38,8 @@ MAX_DOC_BYTES = 64 * 1024 * 1024  # what a site reads from a peer at most
 MAX_PATH = 16  # relays a document may have passed through
 
 Files = dict[str, dict[str, tuple[int, str]]]  # item -> item-relative path -> (size, md5)
+Extra = dict[str, dict[str, dict[str, str]]]  # item -> path -> the digests its .mf asks for (not md5)
+_HEX_LENGTH = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
 
 
 def _digest(files: dict[str, tuple[int, str]]) -> str:
@@ -45,12 +51,14 @@ def _digest(files: dict[str, tuple[int, str]]) -> str:
 
 
 def next_origin(previous: dict[str, Any] | None, files: Files, now: str,
-                changing: dict[str, Any] | None = None) -> dict[str, Any]:
+                changing: dict[str, Any] | None = None, extra: Extra | None = None) -> dict[str, Any]:
     """The origin document for ``files``: ``previous`` unchanged when the content is the same,
     else the version (and each changed item's version) plus one.
 
     ``changing`` maps items whose files are still being written to their previous entry (or
     None): they keep that entry (or stay absent), so a half-finished export changes nothing.
+    ``extra`` adds to a file's entry the digests its item's ``.mf`` asks for (they are not part
+    of the item's digest: the md5s say what the content is).
     """
     prev_items = (previous or {}).get("items", {})
     items: dict[str, Any] = {}
@@ -63,8 +71,9 @@ def next_origin(previous: dict[str, Any] | None, files: Files, now: str,
         digest = _digest(item_files)
         old = prev_items.get(name)
         version = old["version"] if old and old.get("digest") == digest else (old["version"] + 1 if old else 1)
-        items[name] = {"version": version, "digest": digest,
-                       "files": {p: {"size": s, "md5": m} for p, (s, m) in sorted(item_files.items())}}
+        more = (extra or {}).get(name, {})
+        items[name] = {"version": version, "digest": digest, "files": {
+            p: {"size": s, "md5": m, **more.get(p, {})} for p, (s, m) in sorted(item_files.items())}}
     if previous and previous.get("items") == items:
         return previous
     return {
@@ -126,7 +135,15 @@ def parse_origin(data: bytes) -> Origin:
     return Origin(origin_id, version, doc)
 
 
-def peer_verdict(published: Origin | None, offered: Origin | None, self_id: str | None) -> str | None:
+@dataclass(frozen=True)
+class Refusal:
+    """Why a site does not take a peer's content; ``lagging``: the peer may catch up (try it again later)."""
+
+    reason: str
+    lagging: bool
+
+
+def peer_verdict(published: Origin | None, offered: Origin | None, self_id: str | None) -> Refusal | None:
     """Why a site must not take a peer's content now (None: it may).
 
     - the peer's document came through this site (a cycle of relays);
@@ -139,10 +156,33 @@ def peer_verdict(published: Origin | None, offered: Origin | None, self_id: str 
         return None
     if self_id and any(p.get("id") == self_id for p in offered.path):
         names = " -> ".join(p.get("name", "?") for p in offered.path)
-        return f"its library comes through this site (a cycle of relays: {names})"
+        return Refusal(f"its library comes through this site (a cycle of relays: {names})", lagging=False)
     if published is not None and published.origin_id == offered.origin_id and offered.version < published.version:
-        return f"it offers origin version {offered.version}, older than the published {published.version}"
+        return Refusal(f"it offers origin version {offered.version}, older than the published {published.version}",
+                       lagging=True)
     return None
+
+
+def vouched_digests(origin: Origin | None, verified: dict[str, tuple[int, str]]
+                    ) -> dict[str, tuple[int, dict[str, str]]]:
+    """Root-relative path -> (size, digests) for files rsync verified with an md5 (``verified``):
+    the md5, and the origin's other digests of a file when its size and md5 are the origin's.
+
+    rsync checked the bytes it wrote against the sender's md5; when that md5 is the one the
+    primary recorded, the primary's SHA-256 (or SHA-1, SHA-512) is of the same bytes.
+    """
+    out: dict[str, tuple[int, dict[str, str]]] = {}
+    items = origin.items if origin is not None else {}
+    for relpath, (size, md5) in verified.items():
+        item, _, path = relpath.partition("/")
+        files = items.get(item, {}).get("files") if isinstance(items.get(item), dict) else None
+        entry = files.get(path) if isinstance(files, dict) else None
+        digests = {"md5": md5}
+        if isinstance(entry, dict) and entry.get("size") == size and entry.get("md5") == md5:
+            digests.update({a: v for a, v in entry.items() if a in MF_ALGORITHMS and isinstance(v, str)
+                            and len(v) == _HEX_LENGTH[a] and all(c in "0123456789abcdef" for c in v)})
+        out[relpath] = (size, digests)
+    return out
 
 
 def reexport(origin: Origin, *, relay_id: str, relay_name: str, upstream_version: int | None,
@@ -174,23 +214,32 @@ def read_doc(path: Path) -> dict[str, Any] | None:
 
 
 def scan_origin(library: Path, cache: HashCache, *, settle: float, now: float | None = None
-                ) -> tuple[Files, set[str]]:
-    """(size, md5) of every file of every item of ``library``, through ``cache``; and the items with a
-    file modified within ``settle`` seconds (still being written: not read now)."""
+                ) -> tuple[Files, set[str], Extra]:
+    """(size, md5) of every file of every item of ``library``, through ``cache``; the items with a
+    file modified within ``settle`` seconds (still being written: not read now); and the digests
+    the items' ``.mf`` files ask for, computed in the same read as the md5."""
     now = time.time() if now is None else now
     scan = scan_tree(library)
     files: Files = {}
+    extra: Extra = {}
     changing: set[str] = set()
     for folder, found in scan.items.items():
         if any(now - f.key[3] / 1e9 < settle for f in found):
             changing.add(folder)
             continue
+        by_path = {f.path: f for f in found}
+        mf = {p: cache.mf_entries(f"{folder}/{p}", by_path[p]) for p in manifests(sorted(by_path))}
+        needed = needed_algorithms(set(by_path), mf)
         try:
-            files[folder] = {f.path: (f.size, cache.digests(f"{folder}/{f.path}", f, set())["md5"])
-                             for f in found}
+            digests = {f.path: cache.digests(f"{folder}/{f.path}", f, needed.get(f.path, set())) for f in found}
         except OSError:  # removed or unreadable while scanned: as if still changing
             changing.add(folder)
-    return files, changing
+            continue
+        files[folder] = {p: (by_path[p].size, d["md5"]) for p, d in digests.items()}
+        more = {p: {a: v for a, v in d.items() if a != "md5"} for p, d in digests.items() if len(d) > 1}
+        if more:
+            extra[folder] = more
+    return files, changing, extra
 
 
 def refresh_origin(library: Path, state_dir: Path, *, settle: float, now_text: str) -> tuple[dict[str, Any], bool]:
@@ -202,9 +251,9 @@ def refresh_origin(library: Path, state_dir: Path, *, settle: float, now_text: s
     except (OSError, ValueError):
         entries = {}
     cache = HashCache(entries if isinstance(entries, dict) else {})
-    files, changing = scan_origin(library, cache, settle=settle)
+    files, changing, extra = scan_origin(library, cache, settle=settle)
     prev_items = (previous or {}).get("items", {})
-    doc = next_origin(previous, files, now_text, {n: prev_items.get(n) for n in changing})
+    doc = next_origin(previous, files, now_text, {n: prev_items.get(n) for n in changing}, extra)
     atomic_write(hashes_file, json.dumps(cache.saved()).encode(), 0o600)
     if doc is previous:
         return doc, False

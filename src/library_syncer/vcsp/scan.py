@@ -170,13 +170,14 @@ class HashCache:
         self.new[relpath] = entry
         return entry
 
-    def known(self, relpath: str, f: FoundFile, md5: str) -> None:
-        """Take ``md5`` of the file as found now (rsync's verified whole-file checksum): no read for md5."""
+    def known(self, relpath: str, f: FoundFile, digests: dict[str, str]) -> None:
+        """Take ``digests`` of the file as found now (rsync's verified md5, and what the origin adds
+        for the same md5): no read for those."""
         old = self.old.get(relpath)
-        if old and tuple(old["key"]) == f.key and old.get("md5") == md5:
-            old["verified"] = True  # already known, maybe with more digests
+        if old and tuple(old["key"]) == f.key and old.get("md5") == digests["md5"]:
+            old.update(digests, verified=True)  # already known, maybe with more digests
             return
-        entry: dict[str, Any] = {"key": list(f.key), "md5": md5, "verified": True}
+        entry: dict[str, Any] = {**digests, "key": list(f.key), "verified": True}
         self.old[relpath] = self.by_key[f.key] = entry
 
     def digests(self, relpath: str, f: FoundFile, algorithms: set[str]) -> dict[str, str]:
