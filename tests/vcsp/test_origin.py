@@ -52,10 +52,12 @@ def test_peer_verdict_never_backwards_never_through_itself():
     assert peer_verdict(_origin(5), None, "me") is None  # an older server without origin manifest
     assert peer_verdict(_origin(5), _origin(5), "me") is None
     assert peer_verdict(_origin(5), _origin(6), "me") is None
-    assert "older than the published 5" in peer_verdict(_origin(5), _origin(4), "me")
+    lagging = peer_verdict(_origin(5), _origin(4), "me")
+    assert lagging.lagging and "older than the published 5" in lagging.reason
     assert peer_verdict(_origin(5), _origin(4, "urn:uuid:other"), "me") is None  # another origin: no order
     cycle = _origin(9, path=[{"id": "r1", "name": "relay-a"}, {"id": "me", "name": "this"}])
-    assert "cycle" in peer_verdict(_origin(5), cycle, "me")
+    refused = peer_verdict(_origin(5), cycle, "me")
+    assert not refused.lagging and "cycle" in refused.reason
 
 
 def test_reexport_adds_the_relay_and_its_lag():

@@ -224,8 +224,8 @@ class _Run(PublishSteps):
         try:
             offered = self.ask_origin(conn, peer)
             refusal = peer_verdict(self.origin_before, offered, self.site_id)
-            if refusal:
-                return Attempt("retry" if "older" in refusal else "fatal", f"not used: {refusal}")
+            if refusal is not None:
+                return Attempt("retry" if refusal.lagging else "fatal", f"not used: {refusal.reason}")
             self.emit(Phase("listing", peer.source))
             outcome, items, stopped = self.list_source()
             if stopped:
@@ -233,9 +233,9 @@ class _Run(PublishSteps):
             if items is None:
                 assert outcome is not None  # only a stopped command has none
                 return self.failed(outcome, peer)
-            refusal = delete_guard(self.published, items, self.s.sync_delete_guard, self.s.sync_allow_mass_delete)
-            if refusal:
-                return Attempt("guard", refusal)
+            guard = delete_guard(self.published, items, self.s.sync_delete_guard, self.s.sync_allow_mass_delete)
+            if guard:
+                return Attempt("guard", guard)
             while True:
                 self.emit(Phase("transfer", peer.source))
                 outcome, stopped = self.transfer()
