@@ -309,8 +309,9 @@ def _user() -> str:
 
 
 @contextmanager
-def sync_server(work: Path, library: Path, sites: int = 1) -> Iterator[SyncServer]:
-    """Start the real server for ``library`` with one site key (shared by all clients here)."""
+def sync_server(work: Path, library: Path, sites: int = 1, extra: Sequence[object] = ()) -> Iterator[SyncServer]:
+    """Start the real server for ``library`` with one site key (shared by all clients here); ``extra``:
+    more server flags."""
     require("sshd", "rrsync", "ssh-keygen")
     base = work / "server"
     keys, state, private = base / "keys", base / "state", base / "private"
@@ -321,7 +322,7 @@ def sync_server(work: Path, library: Path, sites: int = 1) -> Iterator[SyncServe
     shutil.move(f"{key}.pub", keys / "site.pub")
     port = free_port()
     args = ["server", "--unprivileged", "--library", library, "--keys", keys, "--state-dir", state,
-            "--ssh-host", "127.0.0.1", "--port", port]
+            "--ssh-host", "127.0.0.1", "--port", port, *extra]
     r = subprocess.run(syncer_cmd(*args, "--print-host-key"), env=clean_env(), capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"benchmark: server --print-host-key failed: {r.stderr.strip()}")

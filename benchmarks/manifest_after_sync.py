@@ -4,11 +4,16 @@ A real ``library-syncer server`` (sshd + rrsync -ro) on 127.0.0.1 exports two it
 and an OVF template (descriptor, one VMDK, a ``.mf`` with SHA-256 of both), each file of
 ``--size`` random bytes (default 512 MiB; ``--quick`` 64 MiB).  A site syncs with the product's
 ``run_sync``: first sync, then after 1 % of the ISO changed, then after 1 % of the VMDK changed
-(with its new ``.mf``), then once more with nothing changed.  Reported per sync: files rsync
-transferred, their bytes (what a manifest that hashes each changed file once must read), the
-bytes and files the manifest step read (``SyncResult.manifest_bytes_read``, counted by the hash
-cache), the manifest step's seconds and the load average (timings are only indicative on a
-shared machine; the byte counts are exact and do not depend on load).
+(with its new ``.mf``), then once more with nothing changed -- all while the primary's origin
+manifest has not read these files yet (written within its settle time; the server runs with
+``--origin-refresh-seconds 3600`` and rescans on SIGHUP only).  Then the files are dated an hour
+back (an export finished a while ago), the server rescans, and 1 % of the VMDK changes again:
+the origin manifest now has its SHA-256 for the md5 rsync reports.  Reported per sync: files rsync
+transferred, their bytes (what a manifest that hashes each changed file once must read), whether
+the origin had the disk's SHA-256 for its md5, the bytes and files the manifest step read
+(``SyncResult.manifest_bytes_read``, counted by the hash cache), the manifest step's seconds and
+the load average (timings are only indicative on a shared machine; the byte counts are exact
+and do not depend on load).
 
 Usage: python benchmarks/manifest_after_sync.py [--quick] [--size 512M]
 """
@@ -17,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -50,6 +57,30 @@ def patch_one_percent(path: Path) -> int:
     return length
 
 
+def age(paths: list[Path], seconds: float) -> None:
+    """Date the files ``seconds`` back, as an export that finished a while ago."""
+    for path in paths:
+        os.utime(path, (time.time() - seconds, time.time() - seconds))
+
+
+def origin_md5(state: Path, path: str) -> str | None:
+    """The md5 the primary's origin manifest holds for ``item/path`` (None: not read yet)."""
+    try:
+        doc = json.loads((state / "origin.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    item, _, rest = path.partition("/")
+    return doc["items"].get(item, {}).get("files", {}).get(rest, {}).get("md5")
+
+
+def md5_of(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     b.common_args(parser)
@@ -71,7 +102,8 @@ def main() -> None:
         b.write_random(disk, size)
         (web / "web.ovf").write_text(OVF)
         write_mf(web)
-        with b.sync_server(work, source) as server:
+        state = work / "server" / "state"
+        with b.sync_server(work, source, extra=("--origin-refresh-seconds", 3600)) as server:
             settings = server.settings(work / "site", work / "site-state")
 
             def sync(label: str, changed: list[str]) -> None:
@@ -82,12 +114,13 @@ def main() -> None:
                         marks[event.name] = time.perf_counter()
 
                 load = b.load1()
+                vouched = "yes" if origin_md5(state, "Web/web-disk1.vmdk") == md5_of(disk) else "no"
                 r = run_sync(settings, on_event=on_event)
                 if not r.ok or r.kind != "ok":
                     raise SystemExit(f"benchmark: sync failed: {r.kind}: {r.reason}")
                 changed_bytes = sum((source / p).stat().st_size for p in changed)
                 manifest_s = marks.get("publish", marks.get("prune", 0.0)) - marks.get("manifest", 0.0)
-                rows.append((label, f"{r.files_changed}", f"{changed_bytes:,}", f"{r.manifest_files_read}",
+                rows.append((label, f"{r.files_changed}", f"{changed_bytes:,}", vouched, f"{r.manifest_files_read}",
                              f"{r.manifest_bytes_read:,}", f"{manifest_s:.2f}", f"{load:.1f}"))
 
             sync("first sync (4 files, every one new)",
@@ -99,12 +132,26 @@ def main() -> None:
             sync("1 % of the VMDK changed, its .mf (SHA-256) rewritten", ["Web/web-disk1.vmdk", "Web/web.mf"])
             sync("nothing changed", [])
 
+            files = [iso, disk, web / "web.ovf", web / "web.mf"]
+            age(files, 3600)
+            server.proc.send_signal(signal.SIGHUP)  # rescan now (as every origin_refresh_seconds)
+            b.wait_for(lambda: origin_md5(state, "Web/web-disk1.vmdk") == md5_of(disk), 300, "the origin manifest")
+            sync("all files dated back (rsync re-sends them, all blocks matched)",
+                 ["Tools/tools.iso", "Web/web.ovf", "Web/web-disk1.vmdk", "Web/web.mf"])
+            patch_one_percent(disk)
+            write_mf(web)
+            age([disk, web / "web.mf"], 1800)
+            server.proc.send_signal(signal.SIGHUP)
+            b.wait_for(lambda: origin_md5(state, "Web/web-disk1.vmdk") == md5_of(disk), 300, "the new origin version")
+            sync("1 % of the VMDK changed, origin manifest has its SHA-256", ["Web/web-disk1.vmdk", "Web/web.mf"])
+
     b.header("Manifest after a sync: bytes read by the manifest step",
              f"library: an ISO ({size:,} bytes) and an OVF template (descriptor, VMDK of {size:,} bytes, .mf with "
              "SHA-256); real server (sshd + rrsync -ro) and the product's sync over SSH on 127.0.0.1",
              "rsync --checksum-choice=md5 reports each transferred file's verified md5 (%C); the manifest takes it")
     b.table("Bytes the manifest step reads after a sync",
-            ["sync", "files transferred", "bytes of those files", "files read", "bytes read", "manifest s",
+            ["sync", "files transferred", "bytes of those files", "origin has the disk's SHA-256", "files read",
+             "bytes read", "manifest s",
              "load"], rows,
             note="bytes of those files = what a manifest hashing each changed file once reads; a file the .mf checks "
                  "with SHA-256 (a digest rsync cannot give) is read once, all digests in one pass.")
