@@ -78,8 +78,10 @@ def main() -> None:
         def med(f) -> float:
             return b.median([f(r) for r in runs])
 
-        rest = lambda r: r[0] - r[1].get("listing", 0) - r[1].get("transfer", 0) - r[1].get("manifest", 0)  # noqa: E731
+        rest = lambda r: (r[0] - r[1].get("connect", 0) - r[1].get("listing", 0) - r[1].get("transfer", 0)  # noqa: E731
+                          - r[1].get("manifest", 0))
         rows.append((f"{count:,} files, {-(-count // PER_ITEM):,} items", f"{first:.2f}", f"{med(lambda r: r[0]):.2f}",
+                     f"{med(lambda r: r[1].get('connect', 0)):.2f}",
                      f"{med(lambda r: r[1].get('listing', 0)):.2f}", f"{med(lambda r: r[1].get('transfer', 0)):.2f}",
                      f"{med(lambda r: r[1].get('manifest', 0)):.2f}", f"{med(rest):.2f}",
                      f"{med(lambda r: r[2]):,.0f}", f"{med(lambda r: r[3]):.2f}"))
@@ -88,10 +90,12 @@ def main() -> None:
              f"library: files of {FILE_SIZE} random bytes, {PER_ITEM} per item folder; real server (sshd + rrsync -ro) "
              "and the product's sync over SSH on 127.0.0.1",
              f"median of {args.repeat} no-op syncs after the first sync; measured in {time.monotonic() - started:.0f} s")
-    b.table("No-op sync time", ["library", "first sync s", "no-op sync s", "listing s", "rsync s", "manifest s",
+    b.table("No-op sync time", ["library", "first sync s", "no-op sync s", "connect s", "listing s", "rsync s",
+                                "manifest s",
                                 "other steps s", "bytes on the wire", "server CPU s"], rows,
-            note="listing = top-level listing for the delete guard (one SSH connection); rsync = the transfer step "
-                 "(a second SSH connection); other = cleanup, publish check, prune.")
+            note="One SSH connection (login) per sync: connect = the login and the origin query; listing = the "
+                 "top-level listing for the delete guard; rsync = the transfer and the second origin query; other = "
+                 "cleanup, publish check, prune. The sessions after the login share its connection.")
 
 
 if __name__ == "__main__":
