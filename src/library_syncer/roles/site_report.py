@@ -36,9 +36,10 @@ REPORT_TIMEOUT_SECONDS = 60
 
 def build_report(*, result: SyncResult | None, published: dict[str, Any] | None,
                  origin: dict[str, Any] | None, held_back: dict[str, str], next_run: datetime | None,
-                 now: datetime) -> dict[str, Any]:
+                 now: datetime, history: list[SyncResult] | None = None) -> dict[str, Any]:
     """The report document (the schema is :func:`~library_syncer.transport.dispatch.report_problem`'s); the
-    upstream adds the site's name from the key that logged in."""
+    upstream adds the site's name from the key that logged in.  ``history`` (oldest first) gives the last
+    success and the last failure with its reason."""
     origin_items = (origin or {}).get("items", {})
     items = {}
     for row in (published or {}).get("items", []):
@@ -58,6 +59,12 @@ def build_report(*, result: SyncResult | None, published: dict[str, Any] | None,
                    "peer": result.peer if result is not None else None},
         "next_run": iso_utc(next_run),
     }
+    done = list(history or ([result] if result is not None else []))
+    good = [r for r in done if r.ok]
+    bad = [r for r in done if not r.ok and r.kind not in ("stopped", "busy")]
+    doc["last_success"] = iso_utc(good[-1].ended) if good else None
+    doc["last_failure"] = ({"at": iso_utc(bad[-1].ended), "kind": bad[-1].kind, "reason": bad[-1].reason[:1000]}
+                           if bad else None)
     data = json.dumps(doc).encode()
     while len(data) > MAX_REPORT and items:  # a huge library: the items that fit
         items = dict(list(items.items())[: len(items) // 2])
@@ -67,9 +74,10 @@ def build_report(*, result: SyncResult | None, published: dict[str, Any] | None,
     return doc
 
 
-def report_command(settings: Settings, peer: str | None) -> list[str] | None:
-    """The ssh command that hands a report to ``peer`` (the one that served; else the first of SYNC_PEER),
-    or None when there is none (no peer, no usable key yet). No network."""
+def report_command(settings: Settings, peer: str | None, command: str = REPORT_COMMAND) -> list[str] | None:
+    """The ssh command that hands a report (or, with ``command``, a relay's batch) to ``peer`` (the one
+    that served; else the first of SYNC_PEER), or None when there is none (no peer, no usable key yet).
+    No network."""
     try:
         plan = prepare(settings, startup=True)
         key = ssh.usable_private_key(settings.sync_key or settings.keys_dir / "id_ed25519",
@@ -82,15 +90,17 @@ def report_command(settings: Settings, peer: str | None) -> list[str] | None:
         return None
     argv = list(target.ssh_argv)
     argv[argv.index("-i") + 1] = str(key)
-    return guarded([*argv, target.destination, REPORT_COMMAND])
+    return guarded([*argv, target.destination, command])
 
 
-async def send_report(argv: list[str], doc: dict[str, Any]) -> bool:
-    """Run ``argv`` with the report on stdin, bounded; killed when cancelled. Whether it was stored."""
+async def send_report(argv: list[str], doc: dict[str, Any] | bytes) -> bool:
+    """Run ``argv`` with the report (or a relay's batch, as bytes) on stdin, bounded; killed when cancelled.
+    Whether it was stored."""
     proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE, env=rs.child_env())
     try:
-        _, err = await asyncio.wait_for(proc.communicate(json.dumps(doc).encode()), REPORT_TIMEOUT_SECONDS)
+        data = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
+        _, err = await asyncio.wait_for(proc.communicate(data), REPORT_TIMEOUT_SECONDS)
     except (asyncio.TimeoutError, asyncio.CancelledError):
         proc.kill()
         await proc.wait()
@@ -111,7 +121,7 @@ async def report(settings: Settings, result: SyncResult | None, history: list[Sy
         origin = read_site_origin(settings.library)
         doc = build_report(result=result, published=st.published_library(settings.library),
                            origin=origin.doc if origin else None, held_back=st.held_back_now(history),
-                           next_run=next_run, now=datetime.now(timezone.utc))
+                           next_run=next_run, now=datetime.now(timezone.utc), history=history)
         return report_command(settings, result.peer if result is not None else None), doc
 
     argv, doc = await asyncio.to_thread(build)

@@ -95,23 +95,54 @@ class FleetCollector:
 
 
 def _publication_metrics(doc: dict) -> Iterator[Metric]:
-    """Series from the sites' reports (see fleet/reports.py), for alerts such as "sites behind per item"."""
+    """Series from the sites' reports (see fleet/truth.py), for alerts such as "sites behind per item" or
+    ``library_syncer_site_seconds_since_last_success > 86400``."""
     behind = GaugeMetricFamily("library_syncer_site_origin_versions_behind",
                                "Origin versions the site's publication is behind the primary (from its report)",
                                labels=["site"])
     held = GaugeMetricFamily("library_syncer_site_items_held_back", "Items the site holds back (from its report)",
                              labels=["site"])
+    items_behind = GaugeMetricFamily("library_syncer_site_items_behind",
+                                     "Items the site publishes at an older version (from its report)", labels=["site"])
+    since_ok = GaugeMetricFamily("library_syncer_site_seconds_since_last_success",
+                                 "Seconds since the site's last successful sync (from its report)", labels=["site"])
+    report_age = GaugeMetricFamily("library_syncer_site_report_age_seconds",
+                                   "Seconds since the site's latest report was received", labels=["site"])
+    stale = GaugeMetricFamily("library_syncer_site_report_stale",
+                              "1 when the site's latest report is older than site_silent_after_seconds",
+                              labels=["site"])
+    reported = GaugeMetricFamily("library_syncer_site_publication_state",
+                                 "1 for the site's publication state (no report, silent, held back, behind, unknown, "
+                                 "current)", labels=["site", "state", "via"])
     per_item = GaugeMetricFamily("library_syncer_item_sites_not_current",
                                  "Reporting sites that do not publish the item's current version", labels=["item"])
+    per_item_ok = GaugeMetricFamily("library_syncer_item_sites_current",
+                                    "Reporting sites that publish the item's current version", labels=["item"])
+    by_state = GaugeMetricFamily("library_syncer_sites_by_publication_state",
+                                 "Sites per publication state (from their reports)", labels=["state"])
     for s in doc["sites"]:
-        pub = s.get("publication")
-        if pub is not None and pub["versions_behind"] is not None:
-            behind.add_metric([s["site"]], pub["versions_behind"])
-        if pub is not None:
-            held.add_metric([s["site"]], len(pub["held_back"]))
+        if not (s.get("key") or s.get("relayed")):
+            continue
+        pub, name = s.get("publication"), s["site"]
+        if pub is None:
+            reported.add_metric([name, "no report", ""], 1)
+            continue
+        reported.add_metric([name, pub["state"], "/".join(pub.get("via") or [])], 1)
+        if pub["versions_behind"] is not None:
+            behind.add_metric([name], pub["versions_behind"])
+        held.add_metric([name], len(pub["held_back"]))
+        items_behind.add_metric([name], len(pub["items_behind"]))
+        if pub.get("seconds_since_success") is not None:
+            since_ok.add_metric([name], pub["seconds_since_success"])
+        if pub.get("report_age_seconds") is not None:
+            report_age.add_metric([name], pub["report_age_seconds"])
+        stale.add_metric([name], 1 if pub.get("stale") else 0)
     for name, item in (doc.get("items") or {}).items():
         per_item.add_metric([name], len(item["sites_not_current"]))
-    yield from (behind, held, per_item)
+        per_item_ok.add_metric([name], item["sites_current"])
+    for state, n in (doc.get("publication_summary") or {}).items():
+        by_state.add_metric([state], n)
+    yield from (behind, held, items_behind, since_ok, report_age, stale, reported, per_item, per_item_ok, by_state)
 
 
 def metrics_registry(fleet: Fleet, document: Callable[[], dict] | None = None) -> CollectorRegistry:
