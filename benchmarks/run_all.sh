@@ -32,10 +32,16 @@ start=$SECONDS
 {
   echo "# Benchmark run $(date -u "+%Y-%m-%d %H:%M UTC") (${*:-full sizes})"
   echo
-  for script in manifest_refresh manifest_after_sync delta noop_sync side_by_side fanout serving; do
+  for script in manifest_refresh manifest_after_sync delta noop_sync side_by_side scale_files fanout serving; do
     /usr/bin/time -f "- whole script ($script): %e s wall, %U s user + %S s system CPU, benchmark process max RSS %M KiB" \
       "$PY" "benchmarks/$script.py" "$@" "${dir_args[@]}" 2>&1
     echo
   done
+  # Scale: fan-out at 50 sites (a smaller library: 51 copies must fit the disk).
+  if [ "${1:-}" != "--quick" ]; then
+    /usr/bin/time -f "- whole script (fanout at 50 sites): %e s wall, %U s user + %S s system CPU" \
+      "$PY" benchmarks/fanout.py --clients 20,50 --size 64M --repeat 1 "${dir_args[@]}" 2>&1
+    echo
+  fi
   echo "All benchmarks took $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s."
 } | tee "$OUT"
