@@ -6,7 +6,10 @@ the test's output and again in pytest's terminal summary, so CI logs show them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -46,9 +49,8 @@ def figures(request):
     return record
 
 
-@pytest.fixture
-def bench(tmp_path):
-    """A :class:`netbench.Bench` in ``tmp_path``: server namespace ready, sites added by the test."""
+@contextlib.contextmanager
+def _open_bench(work: Path) -> Iterator[netbench.Bench]:
     for tool, package in (("ip", "iproute2"), ("tc", "iproute2"), ("nft", "nftables"),
                           ("sshd", "openssh-server"), ("rrsync", "rsync"), ("rsync", "rsync")):
         require_tool(tool, package)
@@ -56,9 +58,24 @@ def bench(tmp_path):
         pytest.fail("the hostile-network bench needs root (network namespaces); CI runs as root")
     for name in netbench.stale_namespaces():  # left by a run that was killed
         netbench.Netns(name, create=False).delete()
-    b = netbench.Bench(tmp_path)
+    b = netbench.Bench(work)
     try:
         yield b
     finally:
         problems = b.close()
         assert not problems, f"bench cleanup failed: {problems}"
+
+
+@pytest.fixture
+def bench(tmp_path):
+    """A :class:`netbench.Bench` in ``tmp_path``: server namespace ready, sites added by the test."""
+    with _open_bench(tmp_path) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def module_bench(tmp_path_factory):
+    """One bench shared by the tests of a module (a topology too costly to build per test), removed after
+    the module's last test, even when one fails."""
+    with _open_bench(tmp_path_factory.mktemp("bench")) as b:
+        yield b

@@ -91,6 +91,14 @@ class Netns:
     def nft(self, script: str) -> None:
         self.run("nft", "-f", "-", input=script)
 
+    def forward(self) -> None:
+        """Route packets between this namespace's links (a WAN router, or a relay host on the way)."""
+        self.run("sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+
+    def route(self, dest: str, via: str) -> None:
+        """A route to ``dest`` (``default`` or a prefix) through the neighbour at ``via``."""
+        run("ip", "-n", self.name, "route", "replace", dest, "via", via)
+
     def delete(self) -> None:
         """Kill what runs inside, then delete the namespace (its veth ends, qdiscs and rules go with it)."""
         try:
@@ -311,6 +319,8 @@ class Bench:
         self.sites: list[Site] = []
         self.keys_dir = work / "server" / "keys"
         self.server_state = work / "server" / "state"
+        self.server_extra: list[str] = []  # more flags of ``library-syncer server``
+        self.links: list[Link] = []
         self.server_proc: subprocess.Popen | None = None
         self.server_log: Path | None = None
         self.server_starts = 0
@@ -324,15 +334,26 @@ class Bench:
         return ns
 
     # -- hosts ---------------------------------------------------------------------------
-    def add_site(self, mbit: float | None = None, loss_percent: float = 0) -> Site:
-        """A new site namespace linked to the server (sites added after the server started need reload_keys)."""
+    def add_host(self, role: str) -> Netns:
+        """One more namespace of this run (a router or a relay host), deleted by close()."""
+        return self._netns(role)
+
+    def link(self, upstream: Netns, downstream: Netns, mbit: float | None = None, loss_percent: float = 0) -> Link:
+        """A veth pair with the next free subnet: ``s<N>`` in ``upstream``, ``wan0`` in ``downstream``."""
+        link = Link(upstream, downstream, len(self.links) + 1, mbit, loss_percent)
+        link.create()
+        self.links.append(link)
+        return link
+
+    def add_site(self, mbit: float | None = None, loss_percent: float = 0, upstream: Netns | None = None) -> Site:
+        """A new site namespace linked to the server, or to ``upstream`` (a relay host or a router; the test
+        sets the routes); sites added after the server started need reload_keys."""
         from server_fixture import make_site_key
 
         index = len(self.sites) + 1
         name = f"site{index}"
         ns = self._netns(f"c{index}")
-        link = Link(self.server_ns, ns, index, mbit, loss_percent)
-        link.create()
+        link = self.link(upstream or self.server_ns, ns, mbit, loss_percent)
         key = make_site_key(self.keys_dir, self.work / "site-keys", name)
         site = Site(name, ns, link, key, self.work / name / "library", self.work / name / "state")
         self.sites.append(site)
@@ -341,7 +362,7 @@ class Bench:
     # -- the server ----------------------------------------------------------------------
     def _server_args(self) -> list:
         return ["server", "--unprivileged", "--library", self.library, "--keys", self.keys_dir,
-                "--state-dir", self.server_state, "--ssh-host", "0.0.0.0", "--port", str(SSH_PORT)]
+                "--state-dir", self.server_state, "--ssh-host", "0.0.0.0", "--port", str(SSH_PORT), *self.server_extra]
 
     def start_server(self, library: Path | None = None, timeout: float = 30) -> None:
         """Start (or restart) ``library-syncer server`` in the server namespace; return when sshd listens."""
