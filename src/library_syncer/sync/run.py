@@ -224,6 +224,10 @@ class _Run(PublishSteps):
         try:
             offered = self.ask_origin(conn, peer)
             refusal = peer_verdict(self.origin_before, offered, self.site_id)
+            before = self.origin_before
+            if refusal is None and offered is not None and before is not None and before.origin_id != offered.origin_id:
+                log.warning("peer %s serves another origin (%s) than the published one (%s): versions cannot be "
+                            "compared; the delete guard still applies", peer.name, offered.origin_id, before.origin_id)
             if refusal is not None:
                 return Attempt("retry" if refusal.lagging else "fatal", f"not used: {refusal.reason}")
             self.emit(Phase("listing", peer.source))
@@ -255,7 +259,7 @@ class _Run(PublishSteps):
                 self.result.attempts += 1
                 self.emit(AttemptStarted(self.result.attempts))
             # The content now is at least what the peer offered before; what it offers after bounds it.
-            self.origin_after = self.ask_origin(conn, peer) if offered is not None else None
+            self.origin_after = (self.ask_origin(conn, peer) or offered) if offered is not None else None
             return Attempt("ok")
         finally:
             if conn is not None:
