@@ -289,13 +289,13 @@ class SyncServer:
                 "--sync-key", str(self.key), "--sync-known-hosts", str(self.known_hosts),
                 "--library", str(library), "--state-dir", str(state_dir), "--generation-grace-seconds", "0"]
 
-    def settings(self, library: Path, state_dir: Path):
-        """Client settings for :func:`library_syncer.sync.run.run_sync`."""
+    def settings(self, library: Path, state_dir: Path, **extra: object):
+        """Client settings for :func:`library_syncer.sync.run.run_sync` (``extra``: more settings)."""
         from library_syncer.config import load_settings
 
         return load_settings(sync_peer="127.0.0.1", sync_port=self.port, sync_user=_user(), sync_key=self.key,
                              sync_known_hosts=self.known_hosts, library=library, state_dir=state_dir,
-                             generation_grace_seconds=0, keys_dir=self.key.parent)
+                             generation_grace_seconds=0, keys_dir=self.key.parent, **extra)
 
     def cpu_seconds(self) -> float:
         """CPU seconds of the server and its sshd with every session it served so far."""

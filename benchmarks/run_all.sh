@@ -32,7 +32,7 @@ start=$SECONDS
 {
   echo "# Benchmark run $(date -u "+%Y-%m-%d %H:%M UTC") (${*:-full sizes})"
   echo
-  for script in manifest_refresh manifest_after_sync delta noop_sync side_by_side scale_files fanout serving; do
+  for script in manifest_refresh manifest_after_sync delta real_disks noop_sync side_by_side scale_files fanout serving; do
     /usr/bin/time -f "- whole script ($script): %e s wall, %U s user + %S s system CPU, benchmark process max RSS %M KiB" \
       "$PY" "benchmarks/$script.py" "$@" "${dir_args[@]}" 2>&1
     echo

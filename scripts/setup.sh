@@ -8,7 +8,9 @@ APT_PACKAGES=(rsync openssh-server openssh-client openssl bsdutils passwd iprout
               caddy pebble chromium fonts-dejavu-core systemd
               # the deployment tests: build and run the images, boot the units under systemd-nspawn
               podman buildah runc conmon netavark aardvark-dns iptables podman-compose
-              debootstrap systemd-container util-linux ca-certificates)
+              debootstrap systemd-container util-linux ca-certificates
+              # the real-disk benchmark: ext4 images made from folders, converted to VMDKs
+              qemu-utils e2fsprogs)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

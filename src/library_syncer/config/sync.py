@@ -7,7 +7,7 @@ import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from cronsim import CronSim, CronSimError
 from pydantic import BaseModel, Field, field_validator
@@ -109,6 +109,11 @@ class SyncSettings(BaseModel):
         description="Bandwidth cap in rsync --bwlimit syntax (KiB/s, or e.g. 1.5m; 0 = unlimited), or a "
         "timetable in TZ ('08:00,512k 18:00,off', 'Mon-08:00,1m Sat-00:00,pause'; off = unlimited, "
         "pause = no transfer)",
+    )
+    sync_compress: Literal["none", "zstd", "lz4", "zlib"] = Field(
+        "none", validation_alias=env("SYNC_COMPRESS"),
+        description="rsync's compression on the wire: none, zstd, lz4 or zlib (zstd and lz4 need rsync 3.2 "
+        "on both ends)",
     )
     sync_timeout: int = Field(
         300, ge=10, validation_alias=env("SYNC_TIMEOUT"),

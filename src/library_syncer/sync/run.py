@@ -137,7 +137,7 @@ class _Run(PublishSteps):
     def rsync(self, max_bw: str, stop: threading.Event) -> Proc:
         """One rsync into staging at ``max_bw``; its statistics are added to the result."""
         cmd = rs.sync_command(self.source, self.plan.layout.staging, rsh=self.rsh,
-                              timeout=self.plan.timeout, max_bw=max_bw,
+                              timeout=self.plan.timeout, max_bw=max_bw, compress=self.s.sync_compress,
                               extra=rsync_filters(self.s.sync_include, self.s.sync_exclude))
         self.rsync_md5, self._run_md5 = {}, {}
         proc = _run(cmd, on_line=self.on_line, stop_event=stop)

@@ -35,6 +35,8 @@ FILTER_RULES: tuple[str, ...] = (
 
 OUT_FORMAT = "%i %l %C %n"  # %C: md5 of a transferred file, else 32 spaces
 
+COMPRESS_CHOICES = ("none", "zstd", "lz4", "zlib")
+
 # util-linux: the remote shell (ssh) gets SIGKILL when its parent, rsync, dies.
 REMOTE_SHELL_GUARD = "setpriv --pdeathsig KILL"
 
@@ -56,6 +58,17 @@ def bwlimit_arg(max_bw: str) -> list[str]:
     return [f"--bwlimit={value}"]
 
 
+def compress_args(choice: str) -> list[str]:
+    """rsync's on-the-wire compression for a SYNC_COMPRESS value; nothing for ``none``.
+
+    ``zlib`` is rsync's classic ``-z`` stream (sent to the server as ``--old-compress``);
+    ``zstd`` and ``lz4`` need rsync 3.2 at both ends.
+    """
+    if choice not in COMPRESS_CHOICES:
+        raise ValueError(f"unknown compression {choice!r} (expected one of {', '.join(COMPRESS_CHOICES)})")
+    return [] if choice == "none" else [f"--compress-choice={choice}"]
+
+
 def guarded_rsh(rsh: str) -> str:
     """The remote shell started so that the kernel kills it when rsync dies (no orphan ssh)."""
     return rsh if rsh.startswith(REMOTE_SHELL_GUARD) else f"{REMOTE_SHELL_GUARD} {rsh}"
@@ -68,6 +81,7 @@ def sync_command(
     rsh: str | None = None,
     timeout: int = 300,
     max_bw: str = "0",
+    compress: str = "none",
     rsync: str = "rsync",
     extra: Iterable[str] = (),
 ) -> list[str]:
@@ -79,6 +93,7 @@ def sync_command(
     ]
     cmd += [f"--filter={rule}" for rule in FILTER_RULES]
     cmd += bwlimit_arg(max_bw)
+    cmd += compress_args(compress)
     if rsh:
         cmd += ["-e", guarded_rsh(rsh)]
     cmd += list(extra)
