@@ -43,6 +43,7 @@ def test_unrelated_env_vars_are_not_read(monkeypatch):
         ({"sync_schedule": "61 * * * *"}, "sync_schedule"),
         ({"sync_max_bw": "fast"}, "sync_max_bw"),
         ({"sync_compress": "gzip"}, "sync_compress"),
+        ({"sync_checksum": "sha1"}, "sync_checksum"),
         ({"tz": "Mars/Base"}, "unknown time zone"),
         ({"http_port": 0}, "http_port"),
         ({"sync_delete_guard": 1.5}, "sync_delete_guard"),
@@ -126,7 +127,7 @@ def test_each_groups_checks_run_in_the_flat_model(kw, needle):
 ROLE_FLAGS = {
     "client": {
         "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts",
-        "sync_schedule", "sync_delay", "sync_delay_max_seconds", "sync_skip_initial", "sync_max_bw", "sync_compress", "sync_timeout",
+        "sync_schedule", "sync_delay", "sync_delay_max_seconds", "sync_skip_initial", "sync_max_bw", "sync_compress", "sync_checksum", "sync_timeout",
         "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard", "sync_allow_mass_delete", "sync_include", "sync_exclude",
         "library", "library_name", "library_browse", "library_password_file", "http_host", "http_port",
         "https_port", "tls_name", "tls_custom_cert", "certs_dir", "tls_cert", "tls_key", "tz", "state_dir",
@@ -138,7 +139,8 @@ ROLE_FLAGS = {
     },
     "sync": {
         "sync_peer", "sync_port", "sync_user", "sync_key", "sync_host_key", "sync_known_hosts", "sync_max_bw",
-        "sync_compress", "sync_timeout", "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard",
+        "sync_compress", "sync_checksum", "sync_timeout", "sync_connect_timeout", "sync_retry_deadline",
+        "sync_delete_guard",
         "sync_allow_mass_delete", "sync_include", "sync_exclude", "library", "library_name", "state_dir", "keys_dir", "generation_grace_seconds",
     },
     "server": {

@@ -137,3 +137,18 @@ def test_with_the_origin_manifest_a_sha256_file_is_not_read_either(tmp_path):
     assert served is not None
     assert_one_etag_per_item(served)
     assert (served / "Web" / "web-disk1.vmdk").read_bytes() == disk.read_bytes()
+
+
+def test_with_rsyncs_fast_checksums_the_manifest_reads_each_changed_file_once(tmp_path):
+    lib = tmp_path / "primary"
+    iso, _ = _template(lib)
+    with running_server(tmp_path, lib) as server:
+        s = load_settings(**{**_settings(tmp_path, server).model_dump(), "sync_checksum": "xxh128"})
+        assert run_sync(s).ok
+        _patch(iso, 2 * MiB, 40 * 1024)
+        second = run_sync(s)
+        assert second.ok and second.files_changed == 1 and second.matched_bytes > 0, second.reason
+        assert (second.manifest_files_read, second.manifest_bytes_read) == (1, iso.stat().st_size)
+    served = gen.current_root(tmp_path / "L")
+    assert_one_etag_per_item(served)
+    assert (served / "Tools" / "tools.iso").read_bytes() == iso.read_bytes()

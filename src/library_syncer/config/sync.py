@@ -115,6 +115,11 @@ class SyncSettings(BaseModel):
         description="rsync's compression on the wire: none, zstd, lz4 or zlib (zstd and lz4 need rsync 3.2 "
         "on both ends)",
     )
+    sync_checksum: Literal["md5", "xxh128"] = Field(
+        "md5", validation_alias=env("SYNC_CHECKSUM"),
+        description="rsync's checksums: md5 (verified md5s go into the manifest, nothing is read again; more "
+        "server CPU per delta) or xxh128 (rsync's fast default; the manifest reads each changed file once)",
+    )
     sync_timeout: int = Field(
         300, ge=10, validation_alias=env("SYNC_TIMEOUT"),
         description="Seconds without I/O after which a transfer is abandoned and retried",

@@ -138,11 +138,13 @@ class _Run(PublishSteps):
         """One rsync into staging at ``max_bw``; its statistics are added to the result."""
         cmd = rs.sync_command(self.source, self.plan.layout.staging, rsh=self.rsh,
                               timeout=self.plan.timeout, max_bw=max_bw, compress=self.s.sync_compress,
+                              checksum=self.s.sync_checksum,
                               extra=rsync_filters(self.s.sync_include, self.s.sync_exclude))
         self.rsync_md5, self._run_md5 = {}, {}
         proc = _run(cmd, on_line=self.on_line, stop_event=stop)
-        if not proc.stopped and classify(proc.code, proc.stderr).ok:
-            # Only a complete rsync: a stopped one may have reported a file whose check then failed.
+        if not proc.stopped and classify(proc.code, proc.stderr).ok and self.s.sync_checksum == "md5":
+            # Only a complete rsync: a stopped one may have reported a file whose check then failed;
+            # with xxh128, %C is that digest, of no use to the manifest.
             self.rsync_md5 = self._run_md5
         stats = rs.parse_stats(proc.stdout)
         r = self.result

@@ -82,14 +82,16 @@ def sync_command(
     timeout: int = 300,
     max_bw: str = "0",
     compress: str = "none",
+    checksum: str = "md5",
     rsync: str = "rsync",
     extra: Iterable[str] = (),
 ) -> list[str]:
-    """The rsync command that pulls ``source`` into the staging folder ``dest``."""
+    """The rsync command that pulls ``source`` into the staging folder ``dest``; ``checksum``: rsync's
+    checksum choice (``md5``: ``%C`` is each transferred file's verified md5)."""
     cmd = [
         rsync, "-a", "--delete-delay", f"--partial-dir={PARTIAL_DIR}", f"--timeout={timeout}",
         "--no-human-readable", "--info=progress2", "--no-inc-recursive", f"--out-format={OUT_FORMAT}",
-        "--stats", "--fsync", "--checksum-choice=md5",
+        "--stats", "--fsync", f"--checksum-choice={checksum}",
     ]
     cmd += [f"--filter={rule}" for rule in FILTER_RULES]
     cmd += bwlimit_arg(max_bw)
