@@ -1,7 +1,9 @@
 """The fleet page as HTML, from the ``/_syncer/api/fleet`` document (pure function, no I/O).
 
-One self-contained page: inline CSS, no script, every value escaped. A table on
-a wide screen, one card per site on a phone; it reloads itself (meta refresh).
+One self-contained page: inline CSS and a little inline script (sorting and filtering the
+rows, :mod:`.fleet_publish`), no external assets, every value escaped. A table on a wide
+screen, one card per site on a phone; it reloads itself (meta refresh).  Per site: what it
+publishes (from its report) and its SSH sessions; then per item the sites without it, and why.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from datetime import datetime, timezone
 from html import escape
 from typing import Any
 
+from . import fleet_publish as fp
+
 STATE_LABELS = {
     "ok": "OK", "syncing": "SYNCING", "failing": "FAILING", "silent": "SILENT",
-    "never seen": "NEVER SEEN", "key removed": "KEY REMOVED",
+    "never seen": "NEVER SEEN", "key removed": "KEY REMOVED", "via relay": "VIA RELAY",
 }
 EMPTY = '<span class="empty">–</span>'
 RESULT_LABELS = {"ok": "ok", "error": "error", "lost": "connection lost", "refused": "refused"}
@@ -100,57 +104,47 @@ def human_age(seconds: float | None) -> str:
     return f"{int(seconds // 86400)} days ago"
 
 
-def _publication(pub: dict[str, Any] | None) -> str:
-    """What the site reported it publishes: its origin version, and which items are behind or held back."""
-    if pub is None:
-        return '<span class="when">no report</span>'
-    parts = [f'origin v{escape(str(pub["origin_version"]))}' if pub["origin_version"] is not None else "no origin"]
-    if pub["state"] == "current":
-        parts.append('<span class="r-ok">current</span>')
-    elif pub["versions_behind"]:
-        parts.append(f'<span class="r-error">{pub["versions_behind"]} behind</span>')
-    if pub["items_behind"]:
-        parts.append(f'<span class="when">behind: {escape(", ".join(pub["items_behind"][:5]))}</span>')
-    if pub["held_back"]:
-        held = "; ".join(f"{k}: {v}" for k, v in sorted(pub["held_back"].items())[:3])
-        parts.append(f'<span class="r-error">held back: {escape(held)}</span>')
-    if pub["last_result"] not in (None, "ok", "start"):
-        parts.append(f'<span class="when">last: {escape(str(pub["last_result"]))} {escape(pub["last_reason"] or "")}</span>')
-    return " ".join(parts)
-
-
-def _row(s: dict[str, Any]) -> str:
+def _row(s: dict[str, Any], index: int) -> str:
     state = s["state"]
     badge = f'<span class="badge s-{escape(state.replace(" ", "-"))}">{escape(STATE_LABELS.get(state, state))}</span>'
-    if s["last_seen"] is None:
+    if s.get("relayed"):
+        seen = '<span class="when">no sessions here: it syncs from a relay</span>'
+    elif s["last_seen"] is None:
         seen = "never seen (since start)"
     else:
         seen = (f'{escape(human_age(s["seconds_since_seen"]))}'
                 f'<span class="when">{escape(_clock(s["last_seen"]))}</span>')
+    if s.get("address"):
+        seen += f'<span class="when">{escape(s["address"])}</span>'
     sync = s.get("last_sync") or {}
     if s.get("syncing_since"):
         duration = f'running since <span class="when">{escape(_clock(s["syncing_since"]))}</span>'
     else:
         duration = escape(human_duration(sync.get("duration_seconds")))
     result = sync.get("result")
-    result_html = (f'<span class="r-{escape(result)}">{escape(RESULT_LABELS.get(result, result))}</span>'
-                   if result else "")
+    if result:
+        duration += f' <span class="r-{escape(result)}">{escape(RESULT_LABELS.get(result, result))}</span>'
     counts = s.get("sessions", {})
     total = sum(counts.values())
     not_ok = [f"{n} {RESULT_LABELS.get(r, r)}" for r, n in counts.items() if r != "ok" and n]
-    sessions = f"{total}" + (f' <span class="when">{escape(", ".join(not_ok))}</span>' if not_ok else "")
+    if total:
+        duration += (f'<span class="when num">{total} session{"s" if total != 1 else ""}'
+                     + (f': {escape(", ".join(not_ok))}' if not_ok else "") + "</span>")
+    pub = s.get("publication")
     cells = [
         ("Site", f'<span class="site">{escape(s["site"])}</span>'),
-        ("Status", badge),
-        ("Last seen", seen),
-        ("Address", escape(s.get("address") or "")),
-        ("Last sync", duration),
-        ("Result", result_html),
-        ("Sessions", f'<span class="num">{sessions}</span>'),
-        ("Publishes", _publication(s.get("publication"))),
+        ("Publishes", fp.pub_cell(pub)),
+        ("Items", fp.items_cell(pub)),
+        ("Last success", fp.success_cell(pub, human_age, _clock)),
+        ("Last failure", fp.failure_cell(pub, _clock)),
+        ("Report", fp.report_cell(s, human_age)),
+        ("Connection", f"{badge} {seen}"),
+        ("Last session", duration),
     ]
-    return "<tr>" + "".join(f'<td data-label="{label}"><div>{value or EMPTY}</div></td>'
-                            for label, value in cells) + "</tr>"
+    data = "".join(f' data-{k}="{escape(v)}"' for k, v in fp.row_data(s, index).items())
+    return f"<tr{data}>" + "".join(f'<td data-label="{label}"><div>{value}</div></td>' if value else
+                                   f'<td class="e" data-label="{label}"><div>{EMPTY}</div></td>'
+                                   for label, value in cells) + "</tr>"
 
 
 def render_fleet_page(doc: dict[str, Any], *, refresh_seconds: int = 30) -> str:
@@ -176,28 +170,38 @@ def render_fleet_page(doc: dict[str, Any], *, refresh_seconds: int = 30) -> str:
     if last:
         unknown_note = (f'<p class="sub">Last unknown key: from {escape(str(last.get("address")))} at '
                         f'{escape(_clock(last.get("at")))} (<code>{escape(str(last.get("fingerprint")))}</code>)</p>')
-    rows = "\n".join(_row(s) for s in doc["sites"]) or '<tr><td colspan="8">No site keys.</td></tr>'
+    rows = "\n".join(_row(s, i) for i, s in enumerate(doc["sites"])) or '<tr><td colspan="8">No site keys.</td></tr>'
+    origin = doc.get("origin")
+    origin_note = (f'<p class="sub">The primary exports origin version <b>{escape(str(origin["version"]))}</b> '
+                   f'(changed {escape(_clock(origin.get("updated")))}).</p>' if origin else "")
     silent_after = human_duration(doc["silent_after_seconds"])
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta http-equiv="refresh" content="{int(refresh_seconds)}">
 <title>Fleet – library-syncer</title>
-<style>{_CSS}</style></head>
+<style>{_CSS}{fp.CSS}</style></head>
 <body>
 <header><h1>Fleet of sites</h1>
 <div class="sub">library-syncer server · updated {escape(_clock(doc["generated_at"]))} ·
 sshd {"running" if doc["sshd"]["up"] else "DOWN"} · sshd restarts: {int(doc["sshd"]["restarts"])}</div></header>
 <main>
 {alert}<div class="summary">{boxes}</div>
-{unknown_note}
-<table>
-<thead><tr><th>Site</th><th>Status</th><th>Last seen</th><th>Address</th><th>Last sync</th><th>Result</th><th>Sessions</th><th>Publishes</th></tr></thead>
+{unknown_note}{origin_note}
+<h2>Items: which sites do not publish the current version, and why</h2>
+{fp.items_table(doc)}
+<h2>Sites</h2>
+{fp.controls(doc)}
+<table id="sites">
+<thead><tr><th data-s="name">Site</th><th data-s="rank">Publishes</th><th>Items</th><th data-s="ok">Last success</th>
+<th>Last failure</th><th data-s="age">Report</th><th data-s="seen">Connection</th><th>Last session</th></tr></thead>
 <tbody>
 {rows}
 </tbody></table>
 </main>
-<footer>A site is flagged silent when not seen for more than {escape(silent_after)}.
+<script>{fp.SCRIPT}</script>
+<footer>A site is flagged silent when not seen for more than {escape(silent_after)}; its report is stale
+(SILENT) when older than that.
 History since {escape(_clock(doc["history_since"]))}; server started {escape(_clock(doc["server_started"]))}.
 This page reloads every {int(refresh_seconds)} s.</footer>
 </body></html>
