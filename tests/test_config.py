@@ -130,7 +130,7 @@ ROLE_FLAGS = {
         "sync_schedule", "sync_delay", "sync_delay_max_seconds", "sync_skip_initial", "sync_max_bw", "sync_compress", "sync_checksum", "sync_timeout",
         "sync_connect_timeout", "sync_retry_deadline", "sync_delete_guard", "sync_allow_mass_delete", "sync_include", "sync_exclude",
         "library", "library_name", "library_browse", "library_password_file", "http_host", "http_port",
-        "https_port", "tls_name", "tls_custom_cert", "certs_dir", "tls_cert", "tls_key", "tz", "state_dir",
+        "https_port", "tls_name", "tls_custom_cert", "certs_dir", "tls_cert", "tls_key", "tls_front", "tz", "state_dir",
         "keys_dir", "generation_grace_seconds", "status_port", "stale_after_seconds", "webhook_url",
         "admin_token_file", "acme_ca", "acme_email", "acme_ca_root", "acme_http_port",
         "http_header_timeout_seconds", "http_idle_timeout_seconds", "http_max_connections", "http_max_per_client",

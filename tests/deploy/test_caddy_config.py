@@ -12,6 +12,7 @@ import pytest
 from library_syncer.config import Settings
 from library_syncer.errors import ConfigError
 from library_syncer.web.caddy import caddy_config, fold_log_line, format_thumbprint
+from library_syncer.web.caddy_config import front_file_handlers
 
 
 def settings(**env) -> Settings:
@@ -25,7 +26,7 @@ def test_defaults_serve_https_on_the_library_port_and_acme_on_80():
     lib, plain = http["servers"]["library"], http["servers"]["acme_http"]
     assert lib["listen"] == ["0.0.0.0:8080"] and plain["listen"] == ["0.0.0.0:80"]
     assert lib["routes"] == [{"handle": [{"handler": "reverse_proxy", "upstreams": [{"dial": "127.0.0.1:9000"}],
-                                          "flush_interval": -1}]}]
+                                          "flush_interval": -1, "handle_response": front_file_handlers()}]}]
     assert lib["tls_connection_policies"] == [{"default_sni": "lib.example.com"}]
     redirect = plain["routes"][0]["handle"][0]
     assert redirect["status_code"] == 308
@@ -39,6 +40,33 @@ def test_defaults_serve_https_on_the_library_port_and_acme_on_80():
     assert issuer["challenges"] == {"http": {"alternate_port": 80}, "tls-alpn": {"alternate_port": 8080}}
     assert http["grace_period"] == 30_000_000_000
     json.dumps(c)  # serialisable as is
+
+
+def test_the_front_sends_the_file_the_app_names_with_the_planned_range():
+    with_range, whole = front_file_handlers()
+    assert with_range["match"] == {"headers": {"X-Library-File": [], "X-Library-Range": []}}
+    assert whole["match"] == {"headers": {"X-Library-File": [], "X-Library-Range": None}}  # None: absent
+    for handler, request in ((with_range, {"set": {"Range": ["{http.reverse_proxy.header.X-Library-Range}"]},
+                                           "delete": ["If-Range"]}),
+                             (whole, {"delete": ["Range", "If-Range"]})):
+        headers, rewrite, files = handler["routes"][0]["handle"]
+        assert headers["request"] == request
+        assert headers["response"] == {"set": {"Content-Type": ["{http.reverse_proxy.header.X-Library-Type}"]}}
+        assert rewrite == {"handler": "rewrite", "uri": "{http.reverse_proxy.header.X-Library-File}"}
+        assert files == {"handler": "file_server", "root": "/"}
+
+
+def test_certificate_files_are_served_for_any_name_and_nothing_else_listens():
+    c = caddy_config(Settings(SYNCER_HTTP_HOST="127.0.0.1"), "unix//s/web.sock", Path("/d"), https_port=80,
+                     http_port=80, certificate=(Path("/c/cert.pem"), Path("/c/key.pem")))  # no TLS_NAME needed
+    http = c["apps"]["http"]
+    assert list(http["servers"]) == ["library"] and http["servers"]["library"]["listen"] == ["127.0.0.1:80"]
+    assert http["https_port"] == 80 and http["http_port"] != 80  # a listener on Caddy's HTTP port gets no TLS
+    assert http["servers"]["library"]["tls_connection_policies"] == [{"certificate_selection": {"any_tag": ["library"]}}]
+    assert c["apps"]["tls"] == {"certificates": {"load_files": [
+        {"certificate": "/c/cert.pem", "key": "/c/key.pem", "tags": ["library"]}]}}
+    assert http["servers"]["library"]["routes"][0]["handle"][0]["handle_response"] == front_file_handlers()
+    json.dumps(c)
 
 
 def test_acme_settings_and_ports():

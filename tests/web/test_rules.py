@@ -10,6 +10,8 @@ from library_syncer.web.rules import (
     Entry,
     check_basic_auth,
     content_type_for,
+    front_etag,
+    planned_bytes,
     range_plan,
     render_listing,
     split_request_path,
@@ -115,3 +117,16 @@ def test_subscription_urls():
     assert subscription_urls("0.0.0.0", 443, tls=True, hostname="site1") == ["https://site1:443/lib.json"]
     assert subscription_urls("::", 80, tls=False, hostname="site1") == ["http://site1:80/lib.json"]
     assert subscription_urls("::1", 80, tls=False, hostname="h") == ["http://[::1]:80/lib.json"]
+
+
+def test_planned_bytes_of_the_range_the_front_sends():
+    assert planned_bytes(None, 100) == 100
+    assert planned_bytes("bytes=10-19", 100) == 10
+    assert planned_bytes("bytes=90-", 100) == 10 and planned_bytes("bytes=90-500", 100) == 10
+    assert planned_bytes("bytes=-5", 100) == 5 and planned_bytes("bytes=-500", 100) == 100
+    assert planned_bytes("bytes=100-", 100) == 0  # past the end: 416
+
+
+def test_front_etag_is_caddys_base36_of_mtime_seconds_and_size():
+    assert front_etag(1796164550, 3000000) == "tpe1fq1satc"  # as Caddy 2.6 sent it for that file
+    assert front_etag(35, 0) == "z0"

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 @click.command("serve")
 @click.argument("path", required=False, type=click.Path(path_type=Path))
 @setting_options(
-    "certs_dir", "tls_custom_cert", ShutdownSettings, "http_header_timeout_seconds",
+    "certs_dir", "tls_custom_cert", "tls_front", ShutdownSettings, "http_header_timeout_seconds",
     "http_idle_timeout_seconds", "http_max_connections", "http_max_per_client",
     http_host="--host", http_port="--port", library_browse="--browse",
     library_password_file="--password-file", tls_cert="--cert", tls_key="--key",
@@ -31,7 +31,8 @@ def command(path: Path | None, **kwargs) -> None:
     GET and HEAD with Range and conditional requests; dot-files and anything outside
     PATH are 404; folders are 404 unless --browse. The password (user 'vcsp') comes
     from --password-file or the LIBRARY_PASSWORD environment variable. HTTPS with
-    --cert/--key or TLS_CUSTOM_CERT=true (cert.pem/key.pem in the certs folder).
+    --cert/--key or TLS_CUSTOM_CERT=true (cert.pem/key.pem in the certs folder), terminated by
+    Caddy in front (it sends the files) unless --tls-front python.
     Stops on SIGTERM/SIGINT after running downloads finish (bounded by the grace time).
     """
     from ..web.app import create_app
@@ -66,13 +67,24 @@ def command(path: Path | None, **kwargs) -> None:
     # PATH's published generations when it holds them (each subscriber pinned to the one it
     # started reading), else PATH itself.
     pins = GenerationPins(root, settings.generation_grace_seconds, fallback=root)
-    app = create_app(pins, browse=settings.library_browse, password=password)
+    front = tls is not None and settings.tls_front == "caddy"
+    app = create_app(pins, browse=settings.library_browse, password=password, front_sends_files=front)
 
     def started(urls: list[str]) -> None:
         click.echo(f"Serving {root}; subscribe vCenter to:")
         for url in urls:
             click.echo(f"  {url}")
 
+    if front:
+        from ..web.front import serve_behind_caddy
+
+        assert tls is not None
+        asyncio.run(serve_behind_caddy(
+            app, settings, tls, host=settings.http_host, port=settings.http_port,
+            shutdown_grace=settings.shutdown_grace_seconds, on_started=started,
+            limits=HttpLimits.from_settings(settings),
+        ))
+        return
     asyncio.run(serve_app(
         app, settings.http_host, settings.http_port, ssl_context=ssl_context,
         shutdown_grace=settings.shutdown_grace_seconds, on_started=started,

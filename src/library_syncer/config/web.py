@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
@@ -91,6 +92,11 @@ class TlsSettings(BaseModel):
     tls_key: Path | None = Field(
         None, validation_alias=env("SYNCER_TLS_KEY"),
         description="Private key file (PEM) for the certificate (default: certs folder/key.pem)",
+    )
+    tls_front: Literal["caddy", "python"] = Field(
+        "caddy", validation_alias=env("SYNCER_TLS_FRONT"),
+        description="HTTPS with certificate files: caddy (Caddy in front terminates TLS and sends the library "
+        "files; needs the caddy program) or python (the web server itself, one process)",
     )
 
     @field_validator("tls_name")

@@ -2,8 +2,9 @@
 
 :class:`SiteWeb` is the web half of the client daemon (mixed into
 :class:`~.client.ClientDaemon`): it builds the apps, starts one task per listening
-server on the daemon's loop (or the app on a unix socket with Caddy in front for
-automatic HTTPS) and reports once all of them listen, so a port in use is the one
+server on the daemon's loop (or the app on a unix socket with Caddy in front, which
+terminates HTTPS and sends the library files: automatic HTTPS, or certificate files unless
+SYNCER_TLS_FRONT=python) and reports once all of them listen, so a port in use is the one
 error shown.  Before the first publication the library app serves an empty folder,
 and ``lib.json``/``items.json`` answer 503 with the daemon's VCSP progress document.  Every server stops when the daemon's stop event is set; a second stop
 signal (the daemon's cut event) cuts the running downloads.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +30,7 @@ from ..web.caddy import CaddyFront
 from ..web.limits import HttpLimits
 from ..web.ops import add_status_routes
 from ..web.redirect import redirect_app
+from ..web.rules import subscription_urls
 from ..web.runner import REQUEST_OBSERVER, serve_app
 from ..web.tls import load_tls_context, sha1_thumbprint
 from .site_metrics import ClientMetrics
@@ -65,7 +68,7 @@ class SiteWeb:
         s = self.settings
         password = s.library_password_value()
         library = create_app(served_root(s), browse=s.library_browse, password=password,
-                             behind_proxy=self.acme, not_ready=self.not_ready)
+                             front_sends_files=self.caddy_tls, not_ready=self.not_ready)
         library[REQUEST_OBSERVER] = self.metrics_.observe_request
         status_app = web.Application() if s.status_port else library
         add_status_routes(status_app, self, token=s.admin_token_value(), password=password)
@@ -76,28 +79,44 @@ class SiteWeb:
         """Automatic HTTPS: TLS_NAME without certificate files, Caddy in front."""
         return bool(self.settings.tls_name) and self.settings.tls_files() is None
 
+    @property
+    def caddy_tls(self) -> bool:
+        """Caddy in front terminates TLS (and sends the library files): automatic HTTPS, or
+        certificate files with SYNCER_TLS_FRONT=caddy (the default)."""
+        return self.acme or (self.settings.tls_files() is not None and self.settings.tls_front == "caddy")
+
     async def _front(self, socket_path: Path, web_started: asyncio.Event,
                      on_started: Callable[[list[str]], None] | None) -> None:
         """Run Caddy in front of the library (unix socket) until stopped; raise if it dies."""
         s = self.settings
         https_port = s.https_port or s.http_port
-        front = self.front = CaddyFront(s, f"unix/{socket_path}", s.certs_dir / "acme",
-                                        https_port=https_port, http_port=s.acme_http_port)
+        certificate = None if self.acme else s.tls_files()
+        data = s.certs_dir / "acme" if self.acme else s.resolved_state_dir() / "caddy"
+        front = self.front = CaddyFront(s, f"unix/{socket_path}", data, https_port=https_port,
+                                        http_port=s.acme_http_port, certificate=certificate)
         try:
             if not await self._until_stopped(web_started.wait()):
                 return
             if not await self._until_stopped(front.start(timeout=ACME_START_TIMEOUT)):
                 return
             self.thumbprint = front.last_thumbprint
-            url = f"https://{s.tls_name}{'' if https_port == 443 else f':{https_port}'}/lib.json"
-            log.info("subscription URL: %s (certificate SHA-1 thumbprint %s)", url, self.thumbprint)
+            if certificate is None:
+                urls = [f"https://{s.tls_name}{'' if https_port == 443 else f':{https_port}'}/lib.json"]
+            else:
+                urls = subscription_urls(s.http_host, https_port, tls=True, hostname=s.tls_name or socket.gethostname())
+            log.info("subscription URL: %s (certificate SHA-1 thumbprint %s)", " ".join(urls), self.thumbprint)
             if on_started is not None:
-                on_started([url])
+                on_started(urls)
             if await self._until_stopped(front.wait()):
-                raise OperationFailed(f"caddy (HTTPS for TLS_NAME={s.tls_name}) exited with code "
+                raise OperationFailed(f"caddy (HTTPS for TLS_NAME={s.tls_name or '-'}) exited with code "
                                       f"{front.returncode}" + (f": {front.last_error}" if front.last_error else ""))
         finally:
-            await front.stop()
+            cutter = asyncio.ensure_future(self._cut.wait())  # a second stop signal cuts Caddy's downloads
+            cutter.add_done_callback(lambda done: None if done.cancelled() else front.kill())
+            try:
+                await front.stop()
+            finally:
+                cutter.cancel()
 
     async def _until_stopped(self, coro) -> bool:
         """Run ``coro`` until it ends (True; its exception is raised) or the daemon stops (False, cancelled)."""
@@ -152,6 +171,15 @@ class SiteWeb:
                 raise exc
         return False
 
+    def _redirect(self, listening: asyncio.Event) -> asyncio.Task:
+        """The plain-HTTP port that redirects to HTTPS_PORT (certificate files, two ports)."""
+        s = self.settings
+        assert s.https_port is not None
+        return asyncio.create_task(self._serve(
+            "settings http_host/http_port", redirect_app(s.tls_name, s.https_port), s.http_host,
+            s.http_port, listening, shutdown_grace=1, announce=False,
+        ))
+
     def _start_web(self, on_started: Callable[[list[str]], None] | None
                    ) -> tuple[list[asyncio.Task], list[asyncio.Task], list[asyncio.Event]]:
         """Start the site's web servers (and the Caddy front): (server tasks, front tasks, their listening events)."""
@@ -165,7 +193,7 @@ class SiteWeb:
             log.info("TLS certificate %s, SHA-1 thumbprint %s", tls[0], self.thumbprint)
         listening = [asyncio.Event()]
         front: list[asyncio.Task] = []
-        if self.acme:  # the app listens on a private unix socket; Caddy serves HTTPS in front of it
+        if self.caddy_tls:  # the app listens on a private unix socket; Caddy serves HTTPS in front of it
             state = s.resolved_state_dir()
             state.mkdir(parents=True, exist_ok=True)
             socket_path = state / "web.sock"
@@ -174,6 +202,9 @@ class SiteWeb:
                 shutdown_grace=s.shutdown_grace_seconds, cut_event=self._cut,
             ))]
             front = [asyncio.create_task(self._front(socket_path, listening[0], on_started))]
+            if tls and s.https_port and s.https_port != s.http_port:  # plain HTTP redirects, as Caddy does
+                listening.append(asyncio.Event())
+                servers.append(self._redirect(listening[-1]))
         else:
             port_setting = "https_port" if tls and s.https_port else "http_port"
             servers = [asyncio.create_task(self._serve(
@@ -184,10 +215,7 @@ class SiteWeb:
             ))]
             if tls and s.https_port and s.https_port != s.http_port:  # plain HTTP redirects, as Caddy did
                 listening.append(asyncio.Event())
-                servers.append(asyncio.create_task(self._serve(
-                    "settings http_host/http_port", redirect_app(s.tls_name, s.https_port), s.http_host,
-                    s.http_port, listening[-1], shutdown_grace=1, announce=False,
-                )))
+                servers.append(self._redirect(listening[-1]))
         if status_app is not None and s.status_port:
             listening.append(asyncio.Event())
             servers.append(asyncio.create_task(self._serve(

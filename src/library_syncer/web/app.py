@@ -7,6 +7,12 @@ outside the root, no dot-names, no symlink escapes), optional listings and the
 optional password, and on request the VCSP "not ready" answer of the manifest
 before anything is published (:func:`not_ready_document`).
 
+Behind our Caddy front (``front_sends_files``) a library file is not sent by this app: it
+answers with the file to send (:data:`FRONT_FILE` and its companions, never shown to the
+client) and Caddy's ``file_server`` sends the bytes (web/caddy_config.py): the choice of
+file (generation pin, path rules, password, Range plan) stays here, the TLS bytes go out
+at Caddy's speed.
+
 The library route matches every path except those under :data:`RESERVED_PREFIX`,
 so other modules may add routes there (``app.router.add_get(RESERVED_PREFIX +
 "status", ...)``) before the app starts.  The library password does not apply
@@ -22,6 +28,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
@@ -32,7 +39,9 @@ from .rules import (
     check_basic_auth,
     content_type_for,
     etag_of,
+    front_etag,
     is_hidden,
+    planned_bytes,
     range_plan,
     render_listing,
     split_request_path,
@@ -44,6 +53,13 @@ TLS_CHUNK_SIZE = 512 * 1024  # bytes read per step when a file goes out over TLS
 
 BEHIND_PROXY = web.AppKey("behind_proxy", bool)
 """True when every request comes through our own TLS front (Caddy), which sets X-Forwarded-For."""
+
+FRONT_SENDS_FILES = web.AppKey("front_sends_files", bool)
+"""True when our Caddy front sends library files itself, told which by the headers below."""
+
+FRONT_FILE = "X-Library-File"  # percent-encoded absolute path of the file the front sends
+FRONT_RANGE = "X-Library-Range"  # the Range the front applies (absent: the whole file)
+FRONT_TYPE = "X-Library-Type"  # the Content-Type of the file
 
 RootProvider = Callable[[str, tuple[str, ...]], Path]
 """``provider(client, parts)``: the folder to answer a request for ``parts`` from ``client`` (its address)."""
@@ -123,6 +139,24 @@ class _LibraryFile(web.FileResponse):
         return writer
 
 
+class _FrontFile(web.Response):
+    """The answer telling the front which file to send; ``bytes_sent`` is what the front will send."""
+
+    bytes_sent: int | None = None
+
+
+def _front_file(request: web.Request, found: _Found, plan: str, content_type: str) -> web.Response:
+    headers = {FRONT_FILE: quote(str(found.path)), FRONT_TYPE: content_type}
+    range_header = request.headers.get(hdrs.RANGE, "") if plan == "range" else ""
+    if range_header:
+        headers[FRONT_RANGE] = range_header
+    planned = planned_bytes(range_header or None, found.st.st_size)
+    # The status the front will send (for the access log and metrics; a 304 it decides is not known here).
+    response = _FrontFile(status=(206 if planned else 416) if range_header else 200, headers=headers)
+    response.bytes_sent = planned if request.method != hdrs.METH_HEAD else 0
+    return response
+
+
 def client_address(request: web.BaseRequest) -> str:
     """The subscriber's address: the peer's, or behind our TLS front the one it reports.
 
@@ -192,11 +226,15 @@ class _Library:
             raise web.HTTPNotFound()
         if stat.S_ISDIR(found.st.st_mode):
             return await self._folder(request, found)
-        etag = etag_of(found.st.st_mtime_ns, found.st.st_size)
-        # Last-Modified as aiohttp sends it: whole seconds, rounded up.
-        plan = range_plan(request.headers.get(hdrs.RANGE), request.headers.get(hdrs.IF_RANGE), etag,
-                          math.ceil(found.st.st_mtime))
+        front = FRONT_SENDS_FILES in request.app and request.app[FRONT_SENDS_FILES]
+        if front:  # the validators Caddy sends: its ETag, Last-Modified in whole seconds rounded down
+            etag, last_modified = front_etag(int(found.st.st_mtime), found.st.st_size), int(found.st.st_mtime)
+        else:  # aiohttp's: Last-Modified in whole seconds, rounded up
+            etag, last_modified = etag_of(found.st.st_mtime_ns, found.st.st_size), math.ceil(found.st.st_mtime)
+        plan = range_plan(request.headers.get(hdrs.RANGE), request.headers.get(hdrs.IF_RANGE), etag, last_modified)
         name = parts[-1] if parts else ""
+        if front and plan != "unsatisfiable":
+            return _front_file(request, found, plan, content_type_for(name))
         return _LibraryFile(found.path, plan=plan, content_type=content_type_for(name))
 
     async def _folder(self, request: web.Request, found: _Found) -> web.StreamResponse:
@@ -228,7 +266,7 @@ def _auth_middleware(password: str):
 
 def create_app(
     root: Path | RootProvider, *, browse: bool = False, password: str | None = None, behind_proxy: bool = False,
-    not_ready: NotReady | None = None,
+    not_ready: NotReady | None = None, front_sends_files: bool = False,
 ) -> web.Application:
     """The web app serving ``root``: a folder, or a :data:`RootProvider` choosing one per request
     (e.g. ``publish.pins.GenerationPins``, which follows generation switches per subscriber).
@@ -237,11 +275,14 @@ def create_app(
     ``password`` requires HTTP Basic auth as user ``vcsp`` on every path outside RESERVED_PREFIX;
     ``behind_proxy`` takes client addresses from X-Forwarded-For (see :func:`client_address`);
     ``not_ready`` (the site's) is asked when ``lib.json`` or ``items.json`` is missing: a document
-    it returns is sent with 503 (:func:`not_ready_document`), None keeps the 404.
+    it returns is sent with 503 (:func:`not_ready_document`), None keeps the 404;
+    ``front_sends_files`` (only behind our Caddy front) answers a file with the headers that make
+    the front send it.
     """
     provider: RootProvider = root if callable(root) else (lambda client, parts: root)
     app = web.Application(middlewares=[_auth_middleware(password)] if password else [])
-    app[BEHIND_PROXY] = behind_proxy
+    app[BEHIND_PROXY] = behind_proxy or front_sends_files
+    app[FRONT_SENDS_FILES] = front_sends_files
     app[ROOT_PROVIDER] = provider
     # Every path but the reserved prefix; aiohttp adds HEAD to GET routes.
     app.router.add_get(r"/{path:(?!" + RESERVED_SEGMENT + r"(/|$)).*}", _Library(provider, browse, not_ready).handle,

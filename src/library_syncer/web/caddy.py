@@ -1,9 +1,11 @@
-"""Automatic HTTPS: Caddy as the TLS front of the library web server.
+"""Caddy as the TLS front of the library web server.
 
-When ``TLS_NAME`` is set without ``TLS_CUSTOM_CERT``, the client runs Caddy
-(Debian package ``caddy``) as a child process. Caddy obtains and renews the
-certificate by ACME, terminates TLS for ``TLS_NAME`` and reverse-proxies every
-request to the aiohttp app listening plain HTTP on loopback; its plain-HTTP
+When ``TLS_NAME`` is set without certificate files (automatic HTTPS), and with certificate
+files unless ``SYNCER_TLS_FRONT=python``, the client (and ``serve``) runs Caddy (Debian
+package ``caddy``) as a child process. Caddy terminates TLS and reverse-proxies every
+request to the aiohttp app listening plain HTTP on a private unix socket; the app names
+the library file to send and Caddy sends it (web/app.py, ``front_sends_files``). For
+automatic HTTPS Caddy obtains and renews the certificate by ACME and its plain-HTTP
 listener answers ACME HTTP challenges and redirects everything else to HTTPS.
 
 :func:`caddy_config` (in :mod:`.caddy_config`) builds Caddy's JSON configuration from the
@@ -14,6 +16,7 @@ waits for the certificate and reports the SHA-1 thumbprint vCenter pins.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -46,11 +49,15 @@ class CaddyFront:
     """
 
     def __init__(self, settings: Settings, upstream: str, data_dir: Path, *, https_port: int | None = None,
-                 http_port: int | None = None, caddy: str | None = None) -> None:
+                 http_port: int | None = None, caddy: str | None = None,
+                 certificate: tuple[Path, Path] | None = None) -> None:
         self.settings = settings
         self.upstream = upstream
         self.data_dir = Path(data_dir)
-        self.config = caddy_config(settings, upstream, self.data_dir, https_port=https_port, http_port=http_port)
+        # given files (TLS_CUSTOM_CERT, --cert/--key; absolute: Caddy runs in data_dir); None: ACME
+        self.certificate = (certificate[0].absolute(), certificate[1].absolute()) if certificate else None
+        self.config = caddy_config(settings, upstream, self.data_dir, https_port=https_port, http_port=http_port,
+                                   certificate=self.certificate)
         self.https_port = self.config["apps"]["http"]["https_port"]
         self.http_port = self.config["apps"]["http"]["http_port"]
         self.caddy = caddy or "caddy"
@@ -117,6 +124,11 @@ class CaddyFront:
         when Caddy exits or no certificate is served within ``timeout`` seconds.
         """
         exe = shutil.which(self.caddy)
+        if exe is None and self.certificate is not None:
+            raise ConfigError(
+                "setting tls_front (SYNCER_TLS_FRONT=caddy): HTTPS with a certificate file through Caddy needs the "
+                "caddy program: install the Debian package 'caddy', or set SYNCER_TLS_FRONT=python"
+            )
         if exe is None:
             raise ConfigError(
                 f"automatic HTTPS (TLS_NAME={self.settings.tls_name}) needs the caddy program: "
@@ -124,9 +136,13 @@ class CaddyFront:
             )
         config = self._write_config()
         env = caddy_env(self.data_dir)
-        log.info("starting caddy (HTTPS for %s on port %d, ACME HTTP port %d, CA %s) in front of %s",
-                 self.settings.tls_name, self.https_port, self.http_port,
-                 self.settings.acme_ca or "Let's Encrypt", self.upstream)
+        if self.certificate is not None:
+            log.info("starting caddy (HTTPS with %s on port %d) in front of %s", self.certificate[0],
+                     self.https_port, self.upstream)
+        else:
+            log.info("starting caddy (HTTPS for %s on port %d, ACME HTTP port %d, CA %s) in front of %s",
+                     self.settings.tls_name, self.https_port, self.http_port,
+                     self.settings.acme_ca or "Let's Encrypt", self.upstream)
         self.child = Child([exe, "run", "--config", str(config)], env=env, on_line=self._log_line,
                            merge_output=True, new_session=True, guard=True, cwd=str(self.data_dir))
         self.proc = self.child.proc
@@ -137,7 +153,8 @@ class CaddyFront:
             raise
         self._started = True
         self.last_thumbprint = thumb
-        log.info("HTTPS for %s: certificate served, SHA-1 thumbprint %s", self.settings.tls_name, thumb)
+        log.info("HTTPS for %s: certificate served, SHA-1 thumbprint %s",
+                 self.settings.tls_name or "any name", thumb)
         return thumb
 
     async def _wait_certificate(self, timeout: float) -> str:
@@ -146,6 +163,9 @@ class CaddyFront:
         while True:
             if self.child is not None and self.child.returncode is not None:
                 await self.child.lines_done(2)  # take in the last log lines, for the message
+                if self.certificate is not None:
+                    raise OperationFailed(f"caddy exited with code {self.child.returncode} while starting HTTPS "
+                                          f"on port {self.https_port}" + (f": {self.last_error}" if self.last_error else ""))
                 raise OperationFailed(
                     f"caddy exited with code {self.child.returncode} while starting HTTPS for "
                     f"TLS_NAME={self.settings.tls_name}" + (f": {self.last_error}" if self.last_error else "")
@@ -153,6 +173,9 @@ class CaddyFront:
             thumb = await asyncio.to_thread(self.thumbprint, 2.0)
             if thumb is not None:
                 return thumb
+            if time.monotonic() >= deadline and self.certificate is not None:
+                raise OperationFailed(f"caddy serves no certificate on port {self.https_port} within {timeout:g}s"
+                                      + (f": {self.last_error}" if self.last_error else ""))
             if time.monotonic() >= deadline:
                 raise OperationFailed(
                     f"no certificate for TLS_NAME={self.settings.tls_name} from the ACME CA "
@@ -177,6 +200,12 @@ class CaddyFront:
             self.last_thumbprint = thumb or self.last_thumbprint
             log.warning("HTTPS for %s: certificate renewed, new SHA-1 thumbprint %s",
                         self.settings.tls_name, thumb)
+
+    def kill(self) -> None:
+        """Stop Caddy at once (a second stop signal: running downloads are cut)."""
+        if self.child is not None and self.child.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.child.proc.kill()
 
     async def stop(self, timeout: float | None = None) -> int | None:
         """Stop Caddy gracefully (SIGTERM; running downloads get the shutdown grace), then kill.

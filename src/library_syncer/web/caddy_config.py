@@ -17,6 +17,7 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..util.childenv import child_environ
 from ..util.net import host_port
+from .app import FRONT_FILE, FRONT_RANGE, FRONT_TYPE
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
            "error": logging.ERROR, "dpanic": logging.CRITICAL, "panic": logging.CRITICAL,
@@ -30,24 +31,49 @@ def _ns(seconds: float) -> int:
     return int(seconds * 1_000_000_000)
 
 
+def front_file_handlers() -> list[dict[str, Any]]:
+    """What Caddy does with an upstream answer naming a library file (web/app.py's FRONT_* headers):
+    it sends that file itself with ``file_server`` (TLS at Go's speed), with the Range the app planned
+    (none: the whole file; If-Range decided already) and the app's Content-Type.
+
+    Two handlers, the first matching one applies: a header list ``[]`` means "present", None "absent".
+    """
+    header = "{http.reverse_proxy.header.%s}"
+    content_type = {"set": {"Content-Type": [header % FRONT_TYPE]}}
+
+    def send(match: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+        return {"match": {"headers": match}, "routes": [{"handle": [
+            {"handler": "headers", "request": request, "response": content_type},
+            {"handler": "rewrite", "uri": header % FRONT_FILE},
+            {"handler": "file_server", "root": "/"},
+        ]}]}
+
+    return [
+        send({FRONT_FILE: [], FRONT_RANGE: []}, {"set": {"Range": [header % FRONT_RANGE]}, "delete": ["If-Range"]}),
+        send({FRONT_FILE: [], FRONT_RANGE: None}, {"delete": ["Range", "If-Range"]}),
+    ]
+
+
 def caddy_config(
     settings: Settings, upstream: str, data_dir: Path, *, https_port: int | None = None,
-    http_port: int | None = None,
+    http_port: int | None = None, certificate: tuple[Path, Path] | None = None,
 ) -> dict[str, Any]:
     """Caddy's JSON configuration for the TLS front (pure: no I/O).
 
-    HTTPS for ``settings.tls_name`` on ``http_host:https_port`` (default
-    ``settings.http_port``) proxied to ``upstream`` ("127.0.0.1:PORT"); plain HTTP on
-    ``http_host:http_port`` (default ``settings.acme_http_port``) for ACME HTTP
-    challenges and a redirect to HTTPS. The certificate comes from ``acme_ca``
-    (default: Let's Encrypt) and is kept in ``data_dir``. Admin API off.
+    HTTPS on ``http_host:https_port`` (default ``settings.http_port``) proxied to ``upstream``
+    ("127.0.0.1:PORT" or "unix//path"), library files sent by Caddy as the app names them
+    (:func:`front_file_handlers`). With ``certificate`` (cert, key files) that certificate is
+    served whatever name a client asks for, and nothing else listens. Without it, automatic
+    HTTPS for ``settings.tls_name``: plain HTTP on ``http_host:http_port`` (default
+    ``settings.acme_http_port``) for ACME HTTP challenges and a redirect to HTTPS, the
+    certificate from ``acme_ca`` (default: Let's Encrypt), kept in ``data_dir``. Admin API off.
     """
     name = settings.tls_name
-    if not name:
+    if not name and certificate is None:
         raise ConfigError("setting tls_name (TLS_NAME): required for automatic HTTPS")
     https_port = settings.http_port if https_port is None else https_port
     http_port = settings.acme_http_port if http_port is None else http_port
-    if https_port == http_port:
+    if https_port == http_port and certificate is None:
         raise ConfigError(
             f"automatic HTTPS needs two ports: HTTPS port {https_port} and ACME HTTP port "
             f"(SYNCER_ACME_HTTP_PORT) {http_port} are the same"
@@ -72,12 +98,35 @@ def caddy_config(
         "upstreams": [{"dial": upstream}],
         # Downloads of multi-gigabyte disks: stream, never buffer.
         "flush_interval": -1,
+        "handle_response": front_file_handlers(),
     }
+    library = {
+        "listen": [host_port(host, https_port)],
+        "protocols": ["h1", "h2"],  # no HTTP/3: TCP only, like the published ports
+        **timeouts,
+        "routes": [{"handle": [proxy]}],
+        # A client connecting by address (no SNI) gets the certificate too.
+        "tls_connection_policies": [{"default_sni": name}],
+        "automatic_https": {"disable": True},
+    }
+    if certificate is not None:
+        library["tls_connection_policies"] = [{"certificate_selection": {"any_tag": ["library"]}}]
+        # Nothing listens on Caddy's HTTP port here, but a listener on it would get no TLS.
+        http_port = 80 if https_port != 80 else 81
+        return {
+            "admin": {"disabled": True, "config": {"persist": False}},
+            "logging": _logging(),
+            "storage": {"module": "file_system", "root": str(data_dir)},
+            "apps": {
+                "http": {"http_port": http_port, "https_port": https_port,
+                         "grace_period": _ns(settings.shutdown_grace_seconds), "servers": {"library": library}},
+                "tls": {"certificates": {"load_files": [
+                    {"certificate": str(certificate[0]), "key": str(certificate[1]), "tags": ["library"]}]}},
+            },
+        }
     return {
         "admin": {"disabled": True, "config": {"persist": False}},
-        "logging": {"logs": {"default": {
-            "writer": {"output": "stderr"}, "encoder": {"format": "json"}, "level": "INFO",
-        }}},
+        "logging": _logging(),
         "storage": {"module": "file_system", "root": str(data_dir)},
         "apps": {
             "http": {
@@ -85,15 +134,7 @@ def caddy_config(
                 "https_port": https_port,
                 "grace_period": _ns(settings.shutdown_grace_seconds),
                 "servers": {
-                    "library": {
-                        "listen": [host_port(host, https_port)],
-                        "protocols": ["h1", "h2"],  # no HTTP/3: TCP only, like the published ports
-                        **timeouts,
-                        "routes": [{"handle": [proxy]}],
-                        # A client connecting by address (no SNI) gets the certificate too.
-                        "tls_connection_policies": [{"default_sni": name}],
-                        "automatic_https": {"disable": True},
-                    },
+                    "library": library,
                     "acme_http": {
                         "listen": [host_port(host, http_port)],
                         "protocols": ["h1"],
@@ -113,6 +154,10 @@ def caddy_config(
             },
         },
     }
+
+
+def _logging() -> dict[str, Any]:
+    return {"logs": {"default": {"writer": {"output": "stderr"}, "encoder": {"format": "json"}, "level": "INFO"}}}
 
 
 def caddy_env(data_dir: Path, base: dict[str, str] | None = None) -> dict[str, str]:

@@ -76,6 +76,20 @@ def etag_of(mtime_ns: int, size: int) -> str:
     return f"{mtime_ns:x}-{size:x}"
 
 
+def front_etag(mtime_s: int, size: int) -> str:
+    """The (unquoted) ETag Caddy's file_server gives a file: mtime seconds and size in base 36."""
+    return f"{_base36(mtime_s)}{_base36(size)}"
+
+
+def _base36(n: int) -> str:
+    digits = ""
+    while True:
+        n, d = divmod(n, 36)
+        digits = "0123456789abcdefghijklmnopqrstuvwxyz"[d] + digits
+        if not n:
+            return digits
+
+
 _SINGLE_RANGE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE | re.ASCII)
 
 
@@ -102,6 +116,22 @@ def range_plan(headers_range: str | None, if_range: str | None, etag: str, last_
     if not first and int(last) == 0:
         return "unsatisfiable"
     return "range"
+
+
+def planned_bytes(range_header: str | None, size: int) -> int:
+    """Body bytes of the answer to a GET of a ``size``-byte file: all of it, or the single range
+    of a request that :func:`range_plan` planned as ``range`` (0 past the end)."""
+    match = _SINGLE_RANGE.fullmatch(range_header.strip()) if range_header else None
+    if match is None:
+        return size
+    first, last = match.groups()
+    if not first:
+        return min(int(last), size)
+    start = int(first)
+    if start >= size:
+        return 0
+    end = min(int(last), size - 1) if last else size - 1
+    return end - start + 1
 
 
 def _if_range_holds(value: str, etag: str, last_modified: int) -> bool:
