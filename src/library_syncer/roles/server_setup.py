@@ -127,12 +127,13 @@ def check_library(library: Path, account: pwd.struct_passwd | None = None) -> Pa
     return library
 
 
-def _unreadable_for(library: Path, pw: pwd.struct_passwd) -> Path | None:
-    """The first folder on the way to ``library`` that ``pw`` cannot enter (or list, for the library)."""
+def _unreadable_for(library: Path, pw: pwd.struct_passwd, last: int = 0o5) -> Path | None:
+    """The first folder on the way to ``library`` that ``pw`` cannot enter, or ``library`` itself when
+    ``pw`` lacks the ``last`` permission bits on it (r-x: list a folder; r--: read a file)."""
     groups = {pw.pw_gid} | {g for g in os.getgrouplist(pw.pw_name, pw.pw_gid)}
     for path in [*reversed(library.parents), library]:
         st = path.stat()
-        need = 0o5 if path == library else 0o1  # r-x for the library, --x on the way
+        need = last if path == library else 0o1  # --x on the way
         if st.st_uid == pw.pw_uid:
             bits = (st.st_mode >> 6) & 7
         elif st.st_gid in groups:
@@ -239,9 +240,9 @@ def prepare(settings: Settings, *, relay: bool = False) -> ServerPlan:
     host_keys = keymod.ensure_host_keys(state_dir, tools.keygen)
     python, script = install_dispatcher(state_dir, tools.rrsync)
     reports, keys_map = prepare_reports(state_dir, keys, uid if root_mode else None)
-    if root_mode and (blocked := _unreadable_for(state_dir, account)) is not None:
-        raise ConfigError(f"setting state_dir: the account {user} cannot read {blocked}, so it cannot run the "
-                          f"forced command {script} (make the folders readable by uid {uid})")
+    if root_mode and (blocked := _unreadable_for(script, account, last=0o4)) is not None:
+        raise ConfigError(f"setting state_dir: the account {user} cannot open {blocked}, so it cannot run the "
+                          f"forced command {script} (uid {uid} needs x on its folders)")
     if relay:
         command = forced_command(tools.rrsync, python=python, script=script, published=library,
                                  reports=reports, keys=keys_map)
