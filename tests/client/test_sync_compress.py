@@ -20,8 +20,10 @@ TEXT = b"".join(b"line %06d of a log file that compresses well\n" % i for i in r
 def test_compress_args():
     assert rs.compress_args("none") == []
     assert rs.compress_args("zstd") == ["--compress-choice=zstd"]
-    assert "--compress-choice=lz4" in rs.sync_command("a/", "b", compress="lz4")
-    assert not any(a.startswith(("--compress", "-z")) for a in rs.sync_command("a/", "b", compress="none"))
+    assert "--compress-choice=lz4" in rs.sync_command("u@h:./", "b", rsh="ssh", compress="lz4")
+    for cmd in (rs.sync_command("u@h:./", "b", rsh="ssh", compress="none"), rs.sync_command("a/", "b", compress="zstd")):
+        assert not any(a.startswith(("--compress", "-z")) for a in cmd)  # none, or a local copy
+    assert load_settings().sync_compress == "zstd"  # the default: see benchmarks/README.md, real disks
     with pytest.raises(ValueError, match="unknown compression 'gzip'"):
         rs.compress_args("gzip")
 

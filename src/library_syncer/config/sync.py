@@ -111,8 +111,8 @@ class SyncSettings(BaseModel):
         "pause = no transfer)",
     )
     sync_compress: Literal["none", "zstd", "lz4", "zlib"] = Field(
-        "none", validation_alias=env("SYNC_COMPRESS"),
-        description="rsync's compression on the wire: none, zstd, lz4 or zlib (zstd and lz4 need rsync 3.2 "
+        "zstd", validation_alias=env("SYNC_COMPRESS"),
+        description="rsync's compression on the wire: zstd, lz4, zlib or none (zstd and lz4 need rsync 3.2 "
         "on both ends)",
     )
     sync_checksum: Literal["md5", "xxh128"] = Field(

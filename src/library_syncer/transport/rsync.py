@@ -87,7 +87,8 @@ def sync_command(
     extra: Iterable[str] = (),
 ) -> list[str]:
     """The rsync command that pulls ``source`` into the staging folder ``dest``; ``checksum``: rsync's
-    checksum choice (``md5``: ``%C`` is each transferred file's verified md5)."""
+    checksum choice (``md5``: ``%C`` is each transferred file's verified md5); ``compress``: a SYNC_COMPRESS
+    value, used with a remote shell only."""
     cmd = [
         rsync, "-a", "--delete-delay", f"--partial-dir={PARTIAL_DIR}", f"--timeout={timeout}",
         "--no-human-readable", "--info=progress2", "--no-inc-recursive", f"--out-format={OUT_FORMAT}",
@@ -95,9 +96,8 @@ def sync_command(
     ]
     cmd += [f"--filter={rule}" for rule in FILTER_RULES]
     cmd += bwlimit_arg(max_bw)
-    cmd += compress_args(compress)
-    if rsh:
-        cmd += ["-e", guarded_rsh(rsh)]
+    if rsh:  # compression only over the link: a local copy gains nothing from it
+        cmd += compress_args(compress) + ["-e", guarded_rsh(rsh)]
     cmd += list(extra)
     cmd += [source, str(dest).rstrip("/") + "/"]
     return cmd
