@@ -76,3 +76,42 @@ def test_a_site_report_shows_at_the_primary_and_bad_ones_change_nothing(tmp_path
         assert stored["site"] == "other"
         assert sorted(p.name for p in (server.state_dir / "reports").iterdir()) == sorted(before + ["other.json"])
         assert json.loads((server.state_dir / "reports" / "site1.json").read_text())["items"] == doc["items"]
+
+
+def test_a_held_back_item_shows_at_the_primary_with_its_reason(tmp_path):
+    from vcsp.helpers import template
+
+    lib = tmp_path / "library"
+    template(lib / "web", name="web", disk=b"good disk bytes" * 1000)
+    (lib / "tools").mkdir()
+    (lib / "tools" / "tools.iso").write_bytes(b"iso" * 1000)  # a second item: the source is not all invalid
+    port = free_port()
+    args = ("--origin-refresh-seconds", "1", "--fleet-host", "127.0.0.1", "--fleet-port", str(port))
+    with running_server(tmp_path, lib, args=args) as server:
+        fleet = f"http://127.0.0.1:{port}/_syncer/api/fleet"
+        settings = load_settings(library=tmp_path / "site", state_dir=tmp_path / "site-state", sync_peer=server.host,
+                                 sync_port=server.port, sync_user=server.user, sync_key=server.key,
+                                 sync_host_key=server.host_key_line)
+
+        def sync_and_report():
+            result = run_sync(settings)
+            origin = read_site_origin(tmp_path / "site")
+            doc = build_report(result=result, published=st.published_library(tmp_path / "site"),
+                               origin=origin.doc if origin else None, held_back=dict(result.held_back), next_run=None,
+                               now=result.ended)
+            assert asyncio.run(send_report(report_command(settings, result.peer), doc))
+            return result
+
+        assert sync_and_report().kind == "ok"
+        # A re-export in progress: the disk's new bytes no longer match the .mf.
+        (lib / "web" / "web-disk1.vmdk").write_bytes(b"half-written disk" * 1000)
+        result = sync_and_report()
+        assert result.kind == "degraded" and "web" in result.held_back, result.reason
+
+        def held():
+            site = next(s for s in requests.get(fleet, timeout=10).json()["sites"] if s["site"] == "site1")
+            return site["publication"]["held_back"] and site["publication"]
+        pub = wait_until(held, 30, "the held-back item at the primary")
+        assert "web" in pub["held_back"] and pub["held_back"]["web"] == result.held_back["web"]
+        page = requests.get(f"http://127.0.0.1:{port}/_syncer/", timeout=10).text
+        assert "held back" in page
