@@ -117,7 +117,8 @@ def tbf(ns: Netns, dev: str, mbit: float) -> None:
 
 @dataclass
 class Link:
-    """A veth pair between the server namespace and a site namespace."""
+    """A veth pair between an upstream namespace (the server, a router, a relay host) and a downstream one
+    (a site, or the primary behind its uplink); ``server``/``site`` name its two ends."""
 
     server: Netns
     site: Netns
