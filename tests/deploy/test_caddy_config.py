@@ -52,8 +52,9 @@ def test_the_front_sends_the_file_the_app_names_with_the_planned_range():
         headers, rewrite, files = handler["routes"][0]["handle"]
         assert headers["request"] == request
         assert headers["response"] == {"set": {"Content-Type": ["{http.reverse_proxy.header.X-Library-Type}"]}}
-        assert rewrite == {"handler": "rewrite", "uri": "{http.reverse_proxy.header.X-Library-File}"}
-        assert files == {"handler": "file_server", "root": "/"}
+        assert rewrite == {"handler": "rewrite", "uri": "/"}  # the file is the root: no name parsed as a URI
+        assert files == {"handler": "file_server", "root": "{http.reverse_proxy.header.X-Library-File}",
+                         "canonical_uris": False}
 
 
 def test_certificate_files_are_served_for_any_name_and_nothing_else_listens():

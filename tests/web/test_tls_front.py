@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 from support import free_port, port_refused, require_tool, wait_until
 
+from library_syncer.web.rules import etag_of, front_etag
+
 from .helpers import make_cert, sparse_file
 from .test_serve_cli import Served
 
 SIZE = 3 * 1024 * 1024 + 7
+NAMES = {"a b": "/a%20b/a%20b", "c%d": "/c%25d/c%25d", "q?#x": "/q%3F%23x/q%3F%23x", "café": "/caf%C3%A9/caf%C3%A9"}
 
 
 @pytest.fixture(autouse=True)
@@ -56,6 +59,9 @@ def test_caddy_sends_the_files_with_the_apps_rules(tmp_path):
     (lib / "item" / "t.ovf").write_text("<?xml version='1.0'?><Envelope/>")
     (lib / "item" / "notes.txt").write_text("hello")
     (lib / ".hidden").write_text("secret")
+    for name in NAMES:
+        (lib / name).mkdir()
+        (lib / name / name).write_text(name)
     pw = tmp_path / "pw"
     pw.write_text("s3cret\n")
     s, port, cert = _served(lib, tmp_path, "--password-file", pw)
@@ -63,7 +69,8 @@ def test_caddy_sends_the_files_with_the_apps_rules(tmp_path):
     try:
         assert _get(port, cert, "/item/disk.vmdk")[0] == 401
         status, head, body = _get(port, cert, "/item/disk.vmdk", auth)
-        assert status == 200 and head["Server"] == "Caddy"  # Caddy sent the bytes, not our process
+        st = (lib / "item" / "disk.vmdk").stat()
+        assert status == 200 and head["ETag"] == f'"{front_etag(int(st.st_mtime), SIZE)}"'  # Caddy sent the bytes
         assert len(body) == SIZE and body[:4] == b"HEAD" and body[-4:] == b"TAIL"
         assert head["Content-Type"] == "application/octet-stream" and head["Content-Length"] == str(SIZE)
         etag, modified = head["ETag"], head["Last-Modified"]
@@ -84,6 +91,8 @@ def test_caddy_sends_the_files_with_the_apps_rules(tmp_path):
         assert _get(port, cert, "/item/notes.txt", auth)[1]["Content-Type"] == "text/plain"
         assert _get(port, cert, "/.hidden", auth)[0] == 404 and _get(port, cert, "/missing", auth)[0] == 404
         assert _get(port, cert, "/item/", auth)[0] == 404  # no listings unless --browse
+        for name, path in NAMES.items():  # names a URI would escape: the front sends the right file
+            assert _get(port, cert, path, auth)[::2] == (200, name.encode()), name
     finally:
         code, err = s.stop()
     assert code == 0
@@ -162,6 +171,19 @@ def test_python_front_terminates_tls_in_our_process(tmp_path):
     s, port, cert = _served(lib, tmp_path, "--tls-front", "python")
     try:
         status, head, body = _get(port, cert, "/item/disk.vmdk")
-        assert status == 200 and head["Server"].startswith("Python/") and body[-4:] == b"TAIL"
+        assert status == 200 and head["Server"].startswith("Python/") and body[-4:] == b"TAIL"  # no Caddy
+    finally:
+        assert s.stop()[0] == 0
+
+
+def test_a_path_no_header_can_carry_is_sent_through_the_front(tmp_path):
+    lib = tmp_path / "lib\x7fx"  # a library folder named with a control character
+    (lib / "item").mkdir(parents=True)
+    (lib / "item" / "disk.vmdk").write_bytes(b"bytes")
+    s, port, cert = _served(lib, tmp_path)
+    try:
+        status, head, body = _get(port, cert, "/item/disk.vmdk")
+        st = (lib / "item" / "disk.vmdk").stat()
+        assert (status, body) == (200, b"bytes") and head["ETag"] == f'"{etag_of(st.st_mtime_ns, 5)}"'  # ours sent it
     finally:
         assert s.stop()[0] == 0

@@ -28,7 +28,6 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-from urllib.parse import quote
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
@@ -57,7 +56,7 @@ BEHIND_PROXY = web.AppKey("behind_proxy", bool)
 FRONT_SENDS_FILES = web.AppKey("front_sends_files", bool)
 """True when our Caddy front sends library files itself, told which by the headers below."""
 
-FRONT_FILE = "X-Library-File"  # percent-encoded absolute path of the file the front sends
+FRONT_FILE = "X-Library-File"  # absolute path (UTF-8) of the file the front sends
 FRONT_RANGE = "X-Library-Range"  # the Range the front applies (absent: the whole file)
 FRONT_TYPE = "X-Library-Type"  # the Content-Type of the file
 
@@ -145,8 +144,14 @@ class _FrontFile(web.Response):
     bytes_sent: int | None = None
 
 
+def _header_safe(path: str) -> bool:
+    """A path the front can be told in a header (UTF-8, no control characters); else we send the file."""
+    return not any(ord(c) < 32 or 127 <= ord(c) < 160 for c in path) and path == path.encode(
+        "utf-8", "replace").decode("utf-8")
+
+
 def _front_file(request: web.Request, found: _Found, plan: str, content_type: str) -> web.Response:
-    headers = {FRONT_FILE: quote(str(found.path)), FRONT_TYPE: content_type}
+    headers = {FRONT_FILE: str(found.path), FRONT_TYPE: content_type}
     range_header = request.headers.get(hdrs.RANGE, "") if plan == "range" else ""
     if range_header:
         headers[FRONT_RANGE] = range_header
@@ -233,7 +238,7 @@ class _Library:
             etag, last_modified = etag_of(found.st.st_mtime_ns, found.st.st_size), math.ceil(found.st.st_mtime)
         plan = range_plan(request.headers.get(hdrs.RANGE), request.headers.get(hdrs.IF_RANGE), etag, last_modified)
         name = parts[-1] if parts else ""
-        if front and plan != "unsatisfiable":
+        if front and plan != "unsatisfiable" and _header_safe(str(found.path)):
             return _front_file(request, found, plan, content_type_for(name))
         return _LibraryFile(found.path, plan=plan, content_type=content_type_for(name))
 

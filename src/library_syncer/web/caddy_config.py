@@ -44,8 +44,9 @@ def front_file_handlers() -> list[dict[str, Any]]:
     def send(match: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
         return {"match": {"headers": match}, "routes": [{"handle": [
             {"handler": "headers", "request": request, "response": content_type},
-            {"handler": "rewrite", "uri": header % FRONT_FILE},
-            {"handler": "file_server", "root": "/"},
+            # The root is the file itself (a path, never parsed as a URI), the request path "/" adds nothing.
+            {"handler": "rewrite", "uri": "/"},
+            {"handler": "file_server", "root": header % FRONT_FILE, "canonical_uris": False},
         ]}]}
 
     return [
