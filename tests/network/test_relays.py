@@ -258,7 +258,7 @@ def test_a_relay_killed_mid_transfer_its_sites_fail_over_to_the_primary(fleet, f
     figures(f"relay A's host processes SIGKILLed while its {len(sites)} sites pull a new {NEW_DISK // MB} MB disk "
             f"from it ({KILL_MBIT} Mbit/s links)",
             progress_at_the_kill=f"{min(at_kill):,}..{max(at_kill):,} B", every_site_published_after=f"{done:.1f}s",
-            attempts=sum(r["attempts"] for r in results), reused_from_the_partial_files=f"{reused:,} B",
+            attempts=sum(r["attempts"] for r in results), matched_data=f"{reused:,} B (partial files, unchanged blocks)",
             literal_data_from_the_primary=f"{literal:,} B", left_the_primary=f"{failover_sent:,} B",
             relay_not_used_because=f"'{skipped[0]}'")
     for site, r, got in zip(sites, results, at_kill):
