@@ -143,6 +143,18 @@ def test_ssh_255_network_is_retryable(stderr):
     assert classify(255, stderr).retryable
 
 
+@pytest.mark.parametrize("stderr, said", [
+    ("ssh: connect to host 127.0.0.1 port 2222: Connection refused\nrsync: connection unexpectedly closed",
+     "ssh could not reach the server"),
+    ("rsync: [generator] write error: Broken pipe (32)", "the connection to the server broke"),
+    ("Timeout, server 10.1.1.1 not responding.", "the connection to the server broke"),
+    ("ssh: Could not resolve hostname primary.example: Temporary failure in name resolution",
+     "ssh could not reach the server"),
+])
+def test_ssh_255_says_whether_the_server_was_reached(stderr, said):
+    assert classify(255, stderr).message.startswith(said)
+
+
 def test_ssh_255_host_key_and_auth_are_fatal():
     changed = classify(255, HOST_KEY_CHANGED)
     assert not changed.retryable and changed.kind == "host-key" and "CHANGED" in changed.message

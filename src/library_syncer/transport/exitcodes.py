@@ -112,6 +112,11 @@ _KEY_FILE = re.compile(r"UNPROTECTED PRIVATE KEY FILE|bad permissions|Load key .
 _REFUSED_BY_SERVER = re.compile(r"rrsync error|option .* has been disabled|not allowed|: unknown option|"
                                 r"syntax or usage error \(code 1\)", re.I)
 _SSH_SIGNAL = re.compile(r"Killed by signal (\d+)", re.I)
+# A connection that was up and then failed (as opposed to one that never came up).
+_BROKE = re.compile(r"Broken pipe|Connection reset|connection unexpectedly closed|Connection to .* closed|"
+                    r"not responding|Software caused connection abort")
+_UNREACHED = re.compile(r"ssh: connect to host|Could not resolve hostname|Network is unreachable|No route to host|"
+                        r"kex_exchange_identification")
 _NETWORK = re.compile(
     r"Connection (refused|reset|timed out|closed)|timed out|Network is unreachable|No route to host|"
     r"Broken pipe|Could not resolve hostname|Temporary failure in name resolution|not responding|"
@@ -219,7 +224,9 @@ def classify(code: int, stderr: str = "") -> Outcome:
         if m := _SSH_SIGNAL.search(stderr):
             return Outcome(code, True, "interrupted", f"ssh was killed by {signal_name(int(m.group(1)))}")
         kind = "network" if _NETWORK.search(stderr) or not detail else "ssh"
-        return Outcome(code, True, kind, f"ssh could not reach the server{suffix}")
+        broke = _BROKE.search(stderr) and not _UNREACHED.search(stderr)
+        what = "the connection to the server broke" if broke else "ssh could not reach the server"
+        return Outcome(code, True, kind, f"{what}{suffix}")
     if code in MEANINGS:
         retryable = code not in FATAL_CODES
         kind = _KIND.get(code, "network") if retryable else "fatal"
