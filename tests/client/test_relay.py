@@ -53,16 +53,17 @@ def _wait_origin(server, lib: Path) -> dict:
 
 @contextlib.contextmanager
 def _relay(tmp_path: Path, primary, relay_key: Path, keys_dir: Path, ssh_port: int, *, upstream_port=None,
-           ready: str = "succeeded"):
+           ready: str = "succeeded", name: str = "relay", **extra: str):
     """``library-syncer relay`` pulling from ``primary`` (or from ``upstream_port``, where nothing listens),
-    serving the keys of ``keys_dir`` on ``ssh_port``; yields once its first sync ended with ``ready``."""
+    serving the keys of ``keys_dir`` on ``ssh_port``; yields once its first sync ended with ``ready``.
+    ``extra``: more environment (e.g. SYNC_PEER and SYNC_HOST_KEY for several peers)."""
     env = {
         "SYNC_PEER": primary.host, "SYNC_PORT": str(upstream_port or primary.port), "SYNC_USER": primary.user,
         "SYNC_KEY": str(relay_key), "SYNC_HOST_KEY": primary.host_key_line, "SYNC_RETRY_DEADLINE": "0",
-        "SYNCER_LIBRARY": str(tmp_path / "relay-lib"), "SYNCER_STATE_DIR": str(tmp_path / "relay-state"),
+        "SYNCER_LIBRARY": str(tmp_path / f"{name}-lib"), "SYNCER_STATE_DIR": str(tmp_path / f"{name}-state"),
         "SYNCER_HTTP_HOST": "127.0.0.1", "SYNCER_HTTP_PORT": str(free_port()), "SYNCER_SSH_HOST": "127.0.0.1",
         "SYNCER_SSH_PORT": str(ssh_port), "SYNCER_RELAY_KEYS_DIR": str(keys_dir), "SYNCER_UNPRIVILEGED": "true",
-        "SYNC_SCHEDULE": "0 0 1 1 *", "LIBRARY_NAME": "Relay",
+        "SYNC_SCHEDULE": "0 0 1 1 *", "LIBRARY_NAME": "Relay", **extra,
     }
     log = tmp_path / f"relay-{env['SYNCER_HTTP_PORT']}.log"
     with open(log, "wb") as fh:
@@ -73,7 +74,7 @@ def _relay(tmp_path: Path, primary, relay_key: Path, keys_dir: Path, ssh_port: i
             text = log.read_text()
             return "Server listening on" in text and re.search(rf"sync \S+ {ready}", text)
         wait_until(started, 90, f"the relay's sshd and its first sync ({ready})")
-        yield f"http://127.0.0.1:{env['SYNCER_HTTP_PORT']}", log, tmp_path / "relay-lib"
+        yield f"http://127.0.0.1:{env['SYNCER_HTTP_PORT']}", log, tmp_path / f"{name}-lib"
     finally:
         stop_process(proc, 30)
 
@@ -157,3 +158,46 @@ def test_site_behind_a_relay_fails_over_and_never_goes_backwards(tmp_path):
             r = site()
             assert r.ok and r.peer == f"127.0.0.1:{primary.port}" and r.origin_version == second["version"]
             assert "older than the published" in r.peers_skipped[f"127.0.0.1:{relay_port}"]
+
+
+
+def _host_key(tmp_path: Path, name: str) -> str:
+    text = (tmp_path / f"{name}-state" / "relay" / "host_keys" / "ssh_host_ed25519_key.pub").read_text()
+    return " ".join(text.split()[:2])
+
+
+def test_a_cycle_of_relays_is_refused_and_nobody_loops(tmp_path):
+    lib = _library(tmp_path)
+    with running_server(tmp_path, lib, args=("--origin-refresh-seconds", "1")) as primary:
+        keys_a, keys_b = tmp_path / "keys-a", tmp_path / "keys-b"
+        key_a = make_site_key(keys_b, tmp_path / "private-a", "relay-a")  # A's key: at B and at the primary
+        key_b = make_site_key(keys_a, tmp_path / "private-b", "relay-b")  # B's key: at A and at the primary
+        for pub in (keys_b / "relay-a.pub", keys_a / "relay-b.pub"):
+            shutil.copy(pub, primary.keys_dir / pub.name)
+        primary.reload()
+        wait_until(lambda: "added: relay-a, relay-b" in primary.log_text(), 30, "the primary to authorize A and B")
+        origin = _wait_origin(primary, lib)
+        port_a, port_b = free_port(), free_port()
+        at_primary = f"[127.0.0.1]:{primary.port} {primary.host_key_line}"
+        with _relay(tmp_path, primary, key_a, keys_a, port_a, name="a"):
+            # B lists A first: it publishes what came through A, with A on the document's path.
+            with _relay(tmp_path, primary, key_b, keys_b, port_b, name="b",
+                        SYNC_PEER=f"127.0.0.1:{port_a},127.0.0.1:{primary.port}",
+                        SYNC_HOST_KEY=f"[127.0.0.1]:{port_a} {_host_key(tmp_path, 'a')}\n{at_primary}"):
+                through = json.loads(next((tmp_path / "b-lib" / ".library-syncer" / "origin").iterdir()).read_text())
+                assert through["version"] == origin["version"] and len(through["path"]) == 2
+                # A misconfigured to list B first: B's library came through A, so A refuses it and takes the primary.
+                settings = load_settings(
+                    library=tmp_path / "a-lib", state_dir=tmp_path / "a-state", sync_user=primary.user, sync_key=key_a,
+                    sync_peer=f"127.0.0.1:{port_b},127.0.0.1:{primary.port}", sync_retry_deadline=0,
+                    sync_host_key=f"[127.0.0.1]:{port_b} {_host_key(tmp_path, 'b')}\n{at_primary}")
+                r = run_sync(settings, retry_base=0.01)
+                assert r.ok and r.peer == f"127.0.0.1:{primary.port}", r.reason
+                assert "a cycle of relays" in r.peers_skipped[f"127.0.0.1:{port_b}"]
+                r = run_sync(load_settings(**{**settings.model_dump(), "sync_peer": f"127.0.0.1:{port_b}"}),
+                             retry_base=0.01)
+                assert not r.ok and r.kind == "fatal" and "cycle" in r.reason, r.reason
+                # What A publishes still names one relay (itself): paths do not grow around the cycle.
+                gen_a = gen.current_generation(tmp_path / "a-lib")
+                assert [p["id"] for p in json.loads(gen.origin_path(tmp_path / "a-lib", gen_a).read_text())["path"]] \
+                    == [through["path"][0]["id"]]
