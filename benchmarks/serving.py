@@ -2,9 +2,12 @@
 
 Both servers publish the same folder of random (incompressible) files, already in the
 page cache, over HTTP and over HTTPS (one self-signed ECDSA certificate made with
-openssl, TLS 1.3), all four listening at once on 127.0.0.1:
+openssl, TLS 1.3), all listening at once on 127.0.0.1:
 
-* ours:  ``library-syncer serve DIR --host 127.0.0.1 --port P [--cert C --key K]``
+* ours:  ``library-syncer serve DIR --host 127.0.0.1 --port P [--cert C --key K]``; its HTTPS
+  is terminated by the Caddy child it starts (SYNCER_TLS_FRONT=caddy, the default), which
+  sends the files our app names; the CPU counted is that of the whole process tree;
+* ours with TLS in our own process (SYNCER_TLS_FRONT=python), HTTPS only, for comparison;
 * Caddy: ``caddy file-server --root DIR --listen 127.0.0.1:P``, and for HTTPS a Caddyfile
   with ``tls C K`` + ``file_server``.
 
@@ -12,7 +15,8 @@ The load tool is ``hey`` (HTTP/1.1, compression off): one download of the large 
 (``-n 1 -c 1``) and 50 concurrent downloads of a smaller file (``-n 50 -c 50``).  Each
 measurement runs ``--repeat`` times, ours and Caddy alternating; the table shows the medians
 of MB/s (10^6 bytes per second, hey's total time) and of the server's CPU seconds (from
-/proc/PID/stat, utime+stime, before/after), the ratio ours/Caddy, and each server's peak RSS.
+/proc/PID/stat, utime+stime, before/after), the ratios ours/Caddy, each server's peak RSS,
+and the TLS 1.3 cipher each HTTPS server picks for a client offering Go's order (as hey does).
 
 Usage: python benchmarks/serving.py [--quick] [--large-size 2G] [--concurrent-size 32M] [--repeat 3]
 """
@@ -29,7 +33,9 @@ from pathlib import Path
 import benchlib as b
 
 CONCURRENCY = 50
-NOSENDFILE = "ours-nosendfile"  # diagnosis: our server with aiohttp's own 256 KiB read loop for TLS
+PYTLS = "ours-python-tls"  # our server doing TLS itself (SYNCER_TLS_FRONT=python), the design before
+# The TLS 1.3 suites in the order Go's client offers them on a CPU with AES instructions (hey is Go).
+GO_CLIENT_SUITES = "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256:TLS_AES_256_GCM_SHA384"
 
 
 @dataclass
@@ -59,7 +65,7 @@ def start_servers(work: Path, root: Path, cert: Path, key: Path, diagnose: bool)
     servers = []
     variants = [("ours", "http"), ("ours", "https"), ("caddy", "http"), ("caddy", "https")]
     if diagnose:
-        variants.append((NOSENDFILE, "https"))
+        variants.append((PYTLS, "https"))
     for name, scheme in variants:
         port = b.free_port()
         if name.startswith("ours"):
@@ -75,7 +81,7 @@ def start_servers(work: Path, root: Path, cert: Path, key: Path, diagnose: bool)
                 f"https://127.0.0.1:{port} {{\n\ttls {cert} {key}\n\troot * {root}\n\tfile_server\n}}\n")
             cmd = ["caddy", "run", "--config", str(caddyfile), "--adapter", "caddyfile"]
         log = open(work / f"{name}-{scheme}.log", "wb")
-        extra = {"AIOHTTP_NOSENDFILE": "1"} if name == NOSENDFILE else {}
+        extra = {"SYNCER_TLS_FRONT": "python"} if name == PYTLS else {}
         proc = subprocess.Popen(cmd, env=env | extra, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         servers.append(Server(name, scheme, port, proc))
     try:
@@ -111,7 +117,7 @@ def main() -> None:
     parser.add_argument("--concurrent-size", type=b.parse_size, default=None,
                         help=f"file downloaded {CONCURRENCY} times at once (default 32M)")
     parser.add_argument("--no-diagnose", dest="diagnose", action="store_false",
-                        help="leave out the HTTPS diagnosis run (ours with AIOHTTP_NOSENDFILE=1)")
+                        help="leave out our HTTPS with TLS in our own process (SYNCER_TLS_FRONT=python)")
     args = b.parse_args(parser)
     large = args.large_size or (b.parse_size("256M") if args.quick else b.parse_size("2G"))
     small = args.concurrent_size or (b.parse_size("8M") if args.quick else b.parse_size("32M"))
@@ -137,7 +143,8 @@ def main() -> None:
                         s.mbps.setdefault(label, []).append(hey(s.url(path), n, c, size))
                         s.cpu.setdefault(label, []).append(b.tree_cpu_seconds(s.proc.pid) - before)
             elapsed = time.monotonic() - started
-            rss = {(s.name, s.scheme): b.peak_rss_kib(s.proc.pid) for s in servers}
+            rss = {(s.name, s.scheme): tree_peak_rss_kib(s.proc.pid) for s in servers}
+            ciphers = {(s.name, s.scheme): negotiated_cipher(s.port) for s in servers if s.scheme == "https"}
         finally:
             for s in servers:
                 b.stop(s.proc)
@@ -157,26 +164,50 @@ def main() -> None:
             caddy = next(s for s in servers if s.name == "caddy" and s.scheme == scheme)
             o, c = b.median(ours.mbps[label]), b.median(caddy.mbps[label])
             gb = n * size / 1e9
+            oc, cc = b.median(ours.cpu[label]) / gb, b.median(caddy.cpu[label]) / gb
             rows.append((f"{label}, {scheme.upper()}", f"{o:,.0f}", f"{c:,.0f}", f"{o / c:.2f}",
-                         f"{b.median(ours.cpu[label]) / gb:.2f}", f"{b.median(caddy.cpu[label]) / gb:.2f}"))
-    b.table("Throughput (MB/s) and server CPU seconds per GB served",
-            ["load", "ours MB/s", "caddy MB/s", "ours/caddy", "ours CPU s/GB", "caddy CPU s/GB"], rows)
-    b.table("Server peak memory (RSS)", ["server", "HTTP", "HTTPS"],
-            [(name, f"{rss[(name, 'http')] / 1024:.0f} MiB", f"{rss[(name, 'https')] / 1024:.0f} MiB")
-             for name in ("ours", "caddy")])
-    diag = next((s for s in servers if s.name == NOSENDFILE), None)
-    if diag:
-        ours = next(s for s in servers if s.name == "ours" and s.scheme == "https")
+                         f"{oc:.2f}", f"{cc:.2f}", f"{oc / cc:.2f}"))
+    b.table("Throughput (MB/s) and server CPU seconds per GB served (ours: HTTPS terminated by its Caddy front)",
+            ["load", "ours MB/s", "caddy MB/s", "ours/caddy", "ours CPU s/GB", "caddy CPU s/GB",
+             "ours/caddy CPU"], rows)
+    names = [n for n in ("ours", PYTLS, "caddy") if any(s.name == n for s in servers)]
+    b.table("Server peak memory (RSS, process tree) and the TLS 1.3 cipher picked for Go's client order",
+            ["server", "HTTP", "HTTPS", "HTTPS cipher"],
+            [(name, f"{rss[(name, 'http')] / 1024:.0f} MiB" if (name, "http") in rss else "-",
+              f"{rss[(name, 'https')] / 1024:.0f} MiB", ciphers[(name, "https")]) for name in names])
+    pytls = next((s for s in servers if s.name == PYTLS), None)
+    if pytls:
         caddy = next(s for s in servers if s.name == "caddy" and s.scheme == "https")
         rows = []
         for label, (_, n, _, size) in loads.items():
             gb = n * size / 1e9
-            d = b.median(diag.mbps[label])
-            rows.append((f"{label}, HTTPS", f"{b.median(ours.mbps[label]):,.0f}", f"{d:,.0f}",
-                         f"{d / b.median(caddy.mbps[label]):.2f}", f"{b.median(diag.cpu[label]) / gb:.2f}"))
-        b.table("Diagnosis: our HTTPS with AIOHTTP_NOSENDFILE=1 (aiohttp's 256 KiB read loop instead of "
-                "asyncio's 16 KiB sendfile fallback)",
-                ["load", "ours MB/s", "ours, no sendfile MB/s", "no sendfile/caddy", "no sendfile CPU s/GB"], rows)
+            d, dc = b.median(pytls.mbps[label]), b.median(pytls.cpu[label]) / gb
+            rows.append((f"{label}, HTTPS", f"{d:,.0f}", f"{d / b.median(caddy.mbps[label]):.2f}", f"{dc:.2f}",
+                         f"{dc / (b.median(caddy.cpu[label]) / gb):.2f}"))
+        b.table("For comparison: our HTTPS with TLS in our own Python process (SYNCER_TLS_FRONT=python)",
+                ["load", "MB/s", "/caddy", "CPU s/GB", "CPU /caddy"], rows)
+
+
+def tree_peak_rss_kib(pid: int) -> int:
+    """Peak RSS of a process plus that of its living children (our server and its Caddy front)."""
+    total = b.peak_rss_kib(pid)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                total += tree_peak_rss_kib(int(entry.name))
+    return total
+
+
+def negotiated_cipher(port: int) -> str:
+    """The TLS 1.3 suite the server picks when offered GO_CLIENT_SUITES in that order (openssl s_client)."""
+    r = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3",
+                        "-ciphersuites", GO_CLIENT_SUITES], input="", capture_output=True, text=True, timeout=30)
+    found = re.search(r"Cipher is (\S+)", r.stdout)
+    return found.group(1) if found else "?"
 
 
 def caddy_version() -> str:
