@@ -154,3 +154,13 @@ def test_a_state_folder_that_is_a_file(tmp_path):
     (tmp_path / "statefile").write_text("")
     r = run_cli("client", env=_site_env(tmp_path, SYNCER_STATE_DIR=str(tmp_path / "statefile")))
     _one_line(r, "setting state_dir: cannot create folder", "statefile")
+
+
+def test_https_with_certificate_files_through_caddy_needs_caddy(tmp_path):
+    (tmp_path / "bin").mkdir()
+    env = _site_env(tmp_path, TLS_CUSTOM_CERT="true", SYNCER_CERTS_DIR=str(tmp_path), PATH=str(tmp_path / "bin"))
+    r = run_cli("client", env=env)
+    _one_line(r, "setting tls_front (SYNCER_TLS_FRONT=caddy):", "install the Debian package 'caddy'",
+              "SYNCER_TLS_FRONT=python")
+    r = run_cli("client", env={**env, "SYNCER_TLS_FRONT": "nginx"})
+    _one_line(r, "tls_front")

@@ -2,12 +2,14 @@
 
 Each problem is one ConfigError line naming the setting: a library folder that
 cannot be used, an unusable host-key file (the sync plan's own checks, without
-network), incomplete vCenter settings or a web port that cannot be bound.
+network), incomplete vCenter settings, a web port that cannot be bound, or Caddy missing
+where it terminates HTTPS.
 """
 
 from __future__ import annotations
 
 import errno
+import shutil
 import socket
 
 from ..config import Settings
@@ -23,6 +25,9 @@ def check_start(settings: Settings) -> None:
     settings.require_vcenter()  # the vCenter to tell: user, library, a readable password file
     if settings.vcenter_enabled():
         tls_trust(settings.vcenter_ca_file, settings.vcenter_thumbprint)  # a CA file that loads
+    if settings.tls_files() and settings.tls_front == "caddy" and shutil.which("caddy") is None:
+        raise ConfigError("setting tls_front (SYNCER_TLS_FRONT=caddy): HTTPS with a certificate file through Caddy "
+                          "needs the caddy program: install the Debian package 'caddy', or set SYNCER_TLS_FRONT=python")
     prepare(settings, startup=True)  # no network; the site key may be installed later
     acme = bool(settings.tls_name) and not settings.tls_files()
     check_ports(settings.http_host, listen_ports(settings, acme=acme))
