@@ -301,6 +301,21 @@ class SyncServer:
         """CPU seconds of the server and its sshd with every session it served so far."""
         return tree_cpu_seconds(self.proc.pid)
 
+    def sshd_cpu_seconds(self) -> float:
+        """CPU seconds of the server's sshd and the sessions it served (rrsync, the rsync sender): what
+        serving sites cost, without the server's own work such as its origin manifest rescans."""
+        total = 0.0
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                try:
+                    comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
+                except OSError:
+                    continue
+                s = _stat(int(entry.name))
+                if comm == "sshd" and s and s[0] == self.proc.pid:
+                    total += tree_cpu_seconds(int(entry.name))
+        return total
+
 
 def _user() -> str:
     import getpass
