@@ -117,6 +117,9 @@ def test_each_subscriber_keeps_its_generation_through_the_front(tmp_path):
         # A keeps generation 1 for its files; B (another address) reads generation 2.
         assert _get(port, cert, "/item/disk.vmdk")[2] == b"000001" * 1000
         assert _get(port, cert, "/item/disk.vmdk", source="127.0.0.2")[2] == b"000002" * 1000
+        # B claiming to be A in its own X-Forwarded-For does not get A's pin: Caddy writes the address it saw.
+        spoofed = {"X-Forwarded-For": "127.0.0.1"}
+        assert _get(port, cert, "/item/disk.vmdk", spoofed, source="127.0.0.2")[2] == b"000002" * 1000
         assert _get(port, cert, "/item/disk.vmdk")[2] == b"000001" * 1000
         assert _get(port, cert, "/lib.json")[2] == b'"000002"'  # A starts again: the new generation
         assert _get(port, cert, "/item/disk.vmdk")[2] == b"000002" * 1000
