@@ -11,6 +11,7 @@ from library_syncer.web.rules import (
     check_basic_auth,
     content_type_for,
     front_etag,
+    front_range,
     planned_bytes,
     range_plan,
     render_listing,
@@ -130,3 +131,8 @@ def test_planned_bytes_of_the_range_the_front_sends():
 def test_front_etag_is_caddys_base36_of_mtime_seconds_and_size():
     assert front_etag(1796164550, 3000000) == "tpe1fq1satc"  # as Caddy 2.6 sent it for that file
     assert front_etag(35, 0) == "z0"
+
+
+def test_front_range_is_spelt_for_gos_parser():
+    assert front_range(" Bytes=10-19 ") == "bytes=10-19"
+    assert front_range("BYTES=-5") == "bytes=-5" and front_range("bytes=7-") == "bytes=7-"

@@ -77,6 +77,7 @@ def test_caddy_sends_the_files_with_the_apps_rules(tmp_path):
         ranged = {**auth, "Range": f"bytes={SIZE - 4}-"}
         assert _get(port, cert, "/item/disk.vmdk", ranged)[::2] == (206, b"TAIL")
         assert _get(port, cert, "/item/disk.vmdk", {**ranged, "If-Range": etag})[::2] == (206, b"TAIL")
+        assert _get(port, cert, "/item/disk.vmdk", {**auth, "Range": "Bytes=0-3"})[::2] == (206, b"HEAD")
         assert _get(port, cert, "/item/disk.vmdk", {**ranged, "If-Range": modified})[::2] == (206, b"TAIL")
         assert _get(port, cert, "/item/disk.vmdk", {**ranged, "If-Range": '"other"'})[0] == 200
         status, _, body = _get(port, cert, "/item/disk.vmdk", {**auth, "Range": "bytes=0-1,4-5"})

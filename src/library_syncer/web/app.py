@@ -39,6 +39,7 @@ from .rules import (
     content_type_for,
     etag_of,
     front_etag,
+    front_range,
     is_hidden,
     planned_bytes,
     range_plan,
@@ -152,7 +153,7 @@ def _header_safe(path: str) -> bool:
 
 def _front_file(request: web.Request, found: _Found, plan: str, content_type: str) -> web.Response:
     headers = {FRONT_FILE: str(found.path), FRONT_TYPE: content_type}
-    range_header = request.headers.get(hdrs.RANGE, "") if plan == "range" else ""
+    range_header = front_range(request.headers.get(hdrs.RANGE, "")) if plan == "range" else ""
     if range_header:
         headers[FRONT_RANGE] = range_header
     planned = planned_bytes(range_header or None, found.st.st_size)

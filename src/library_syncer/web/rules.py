@@ -118,6 +118,14 @@ def range_plan(headers_range: str | None, if_range: str | None, etag: str, last_
     return "range"
 
 
+def front_range(range_header: str) -> str:
+    """The single range of a request :func:`range_plan` planned as ``range``, spelt as Go's parser wants it
+    (lower-case unit, no spaces): what the Caddy front is told to send."""
+    match = _SINGLE_RANGE.fullmatch(range_header.strip())
+    assert match is not None, range_header
+    return f"bytes={match.group(1)}-{match.group(2)}"
+
+
 def planned_bytes(range_header: str | None, size: int) -> int:
     """Body bytes of the answer to a GET of a ``size``-byte file: all of it, or the single range
     of a request that :func:`range_plan` planned as ``range`` (0 past the end)."""
