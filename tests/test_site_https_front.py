@@ -1,18 +1,21 @@
 """A site serving HTTPS with its own certificate files (real server, real client daemon, loopback): Caddy in
-front sends the published files (the default), the plain-HTTP port redirects, and SYNCER_TLS_FRONT=python
-keeps TLS in the daemon."""
+front sends the published files (the default), the plain-HTTP port redirects, a second SIGTERM cuts the
+downloads Caddy is sending, and SYNCER_TLS_FRONT=python keeps TLS in the daemon."""
 
 from __future__ import annotations
 
 import http.client
+import signal
+import socket
 import ssl
+import time
 from pathlib import Path
 
 import pytest
 
 from client_fixture import running_client
 from server_fixture import running_server
-from support import free_port, require_tool, wait_until
+from support import free_port, port_refused, require_tool, wait_until
 from web.helpers import make_cert
 
 from library_syncer.web.rules import etag_of, front_etag
@@ -61,3 +64,36 @@ def test_a_site_with_certificate_files_serves_its_published_files(tmp_path, fron
             assert resp.status in (301, 302, 307, 308) and f":{https_port}/Alpha/a.iso" in resp.headers["Location"]
             conn.close()
             assert site.stop() == 0
+
+
+def test_a_second_sigterm_cuts_the_downloads_caddy_is_sending(tmp_path):
+    require_tool("caddy", "caddy")
+    source = tmp_path / "primary"
+    (source / "Alpha").mkdir(parents=True)
+    (source / "Alpha" / "big.iso").write_bytes(b"b" * (48 * 1024 * 1024))
+    cert, _ = make_cert(tmp_path / "certs")
+    https_port = free_port()
+    with running_server(tmp_path, source) as srv:
+        with running_client(tmp_path, srv, TLS_CUSTOM_CERT="true", SYNCER_CERTS_DIR=str(tmp_path / "certs"),
+                            SYNCER_HTTPS_PORT=str(https_port), SYNCER_SHUTDOWN_GRACE="300") as site:
+            def published():
+                try:
+                    return _get(https_port, cert, "/items.json")[0] == 200
+                except OSError:
+                    return False
+
+            wait_until(published, 90, "the first publication over HTTPS")
+            raw = socket.create_connection(("127.0.0.1", https_port), timeout=30)
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            tls = ssl.create_default_context(cafile=str(cert)).wrap_socket(raw, server_hostname="127.0.0.1")
+            with tls:
+                tls.sendall(b"GET /Alpha/big.iso HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                assert tls.recv(4096).startswith(b"HTTP/1.1 200")  # a download in progress, its reader stalled
+                site.proc.send_signal(signal.SIGTERM)
+                wait_until(lambda: "send it again to cut them" in site.log_text(), 30, "the graceful stop")
+                wait_until(lambda: port_refused(https_port), 30, "Caddy to stop accepting connections")
+                assert site.proc.poll() is None  # Caddy's download holds the stop (grace 300 s)
+                started = time.monotonic()
+                site.proc.send_signal(signal.SIGTERM)
+                assert site.proc.wait(60) == 0
+                assert time.monotonic() - started < 60 and "cutting running downloads" in site.log_text()
