@@ -11,6 +11,7 @@ from library_syncer.web.rules import (
     check_basic_auth,
     content_type_for,
     front_etag,
+    front_precondition,
     front_range,
     planned_bytes,
     range_plan,
@@ -136,3 +137,19 @@ def test_front_etag_is_caddys_base36_of_mtime_seconds_and_size():
 def test_front_range_is_spelt_for_gos_parser():
     assert front_range(" Bytes=10-19 ") == "bytes=10-19"
     assert front_range("BYTES=-5") == "bytes=-5" and front_range("bytes=7-") == "bytes=7-"
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({}, None),
+    ({"If-None-Match": '"e1"'}, 304), ({"If-None-Match": 'W/"e1"'}, 304), ({"If-None-Match": '"x", "e1"'}, 304),
+    ({"If-None-Match": "*"}, 304), ({"If-None-Match": '"x"'}, None),
+    ({"If-None-Match": '"x"', "If-Modified-Since": "Sat, 01 Jan 2000 00:00:10 GMT"}, None),  # INM decides
+    ({"If-Modified-Since": "Sat, 01 Jan 2000 00:00:10 GMT"}, 304), ({"If-Modified-Since": "Sat, 01 Jan 2000 00:00:09 GMT"}, None),
+    ({"If-Modified-Since": "not a date"}, None),
+    ({"If-Match": '"e1"'}, None), ({"If-Match": 'W/"e1"'}, 412), ({"If-Match": '"x"'}, 412), ({"If-Match": "*"}, None),
+    ({"If-Unmodified-Since": "Sat, 01 Jan 2000 00:00:09 GMT"}, 412),
+    ({"If-Unmodified-Since": "Sat, 01 Jan 2000 00:00:10 GMT"}, None),
+    ({"If-Match": '"e1"', "If-Unmodified-Since": "Sat, 01 Jan 2000 00:00:09 GMT"}, None),  # If-Match decides
+])
+def test_front_precondition_as_gos_file_server(headers, status):
+    assert front_precondition(headers, "e1", 946684810) == status  # 2000-01-01 00:00:10 UTC

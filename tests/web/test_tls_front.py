@@ -99,6 +99,7 @@ def test_caddy_sends_the_files_with_the_apps_rules(tmp_path):
     assert code == 0
     # The access log and the metrics see what the front sent.
     assert f"GET /item/disk.vmdk 200 {SIZE} " in err and "GET /item/disk.vmdk 206 4 " in err
+    assert "GET /item/disk.vmdk 304 0 " in err and "GET /item/disk.vmdk 416 0 " in err
     assert "X-Library-File" not in err
 
 

@@ -39,6 +39,7 @@ from .rules import (
     content_type_for,
     etag_of,
     front_etag,
+    front_precondition,
     front_range,
     is_hidden,
     planned_bytes,
@@ -151,15 +152,17 @@ def _header_safe(path: str) -> bool:
         "utf-8", "replace").decode("utf-8")
 
 
-def _front_file(request: web.Request, found: _Found, plan: str, content_type: str) -> web.Response:
+def _front_file(request: web.Request, found: _Found, plan: str, content_type: str, validators: tuple[str, int]
+                ) -> web.Response:
     headers = {FRONT_FILE: str(found.path), FRONT_TYPE: content_type}
     range_header = front_range(request.headers.get(hdrs.RANGE, "")) if plan == "range" else ""
     if range_header:
         headers[FRONT_RANGE] = range_header
     planned = planned_bytes(range_header or None, found.st.st_size)
-    # The status the front will send (for the access log and metrics; a 304 it decides is not known here).
-    response = _FrontFile(status=(206 if planned else 416) if range_header else 200, headers=headers)
-    response.bytes_sent = planned if request.method != hdrs.METH_HEAD else 0
+    # The status and body bytes the front will send, for the access log and the metrics.
+    status = front_precondition(request.headers, *validators) or ((206 if planned else 416) if range_header else 200)
+    response = _FrontFile(status=status, headers=headers)
+    response.bytes_sent = planned if request.method != hdrs.METH_HEAD and status in (200, 206) else 0
     return response
 
 
@@ -240,7 +243,7 @@ class _Library:
         plan = range_plan(request.headers.get(hdrs.RANGE), request.headers.get(hdrs.IF_RANGE), etag, last_modified)
         name = parts[-1] if parts else ""
         if front and plan != "unsatisfiable" and _header_safe(str(found.path)):
-            return _front_file(request, found, plan, content_type_for(name))
+            return _front_file(request, found, plan, content_type_for(name), (etag, last_modified))
         return _LibraryFile(found.path, plan=plan, content_type=content_type_for(name))
 
     async def _folder(self, request: web.Request, found: _Found) -> web.StreamResponse:
