@@ -1,7 +1,9 @@
-"""Caddy's JSON configuration, environment and log folding for the automatic-HTTPS front (pure, no I/O
-apart from reading the environment).
+"""Caddy's JSON configuration, environment and log folding for the TLS front (pure, no I/O apart from
+reading the environment).
 
-:func:`caddy_config` builds the configuration from the settings, :func:`caddy_env` the
+:func:`caddy_config` builds the configuration from the settings (automatic HTTPS, or given
+certificate files), :func:`front_file_handlers` what Caddy does with the library file the app
+names, :func:`caddy_env` the
 environment of the child (no settings, no secrets), :func:`fold_log_line` one line of
 Caddy's JSON log as a Python logging level and message. :mod:`.caddy` runs Caddy with them.
 """
