@@ -4,6 +4,7 @@ webhook, JSON logs with run ids, history across restarts, the status command (re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -92,7 +93,7 @@ def test_status_metrics_on_demand_sync_webhook_and_logs(tmp_path):
 
                 # on demand: a new 1 MiB item at 512 KiB/s takes seconds, so a second request is refused
                 (source / "New ISO").mkdir()
-                (source / "New ISO" / "new.iso").write_bytes(bytes(range(256)) * 4096)
+                (source / "New ISO" / "new.iso").write_bytes(os.urandom(1 << 20))  # incompressible (zstd on the wire)
                 run_id = _sync_now(site)
                 again = requests.post(site.url("_syncer/api/sync"), headers=AUTH, timeout=10)
                 assert again.status_code == 409 and again.json()["running"] == run_id
