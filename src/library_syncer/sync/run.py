@@ -261,7 +261,11 @@ class _Run(PublishSteps):
                 self.result.attempts += 1
                 self.emit(AttemptStarted(self.result.attempts))
             # The content now is at least what the peer offered before; what it offers after bounds it.
-            self.origin_after = (self.ask_origin(conn, peer) or offered) if offered is not None else None
+            # When rsync changed nothing, staging is what the peer offered: no second query is needed.
+            if offered is not None and (self.any_change or self.changed or self.deleted):
+                self.origin_after = self.ask_origin(conn, peer) or offered
+            else:
+                self.origin_after = offered
             return Attempt("ok")
         finally:
             if conn is not None:
