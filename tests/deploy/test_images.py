@@ -116,8 +116,12 @@ def site(engine, tmp_path_factory):
     s.compose(s.server_dir, "up", "-d")
     wait_until(lambda: healthy(engine, s.server_name), 60, "the server container's health check")
     s.compose(s.client_dir, "up", "-d")
-    wait_until(lambda: (s.client_dir / "data/library/current/lib.json").exists(), 120,
-               "the client container to publish lib.json")
+    deadline = time.monotonic() + 120
+    while not (s.client_dir / "data/library/current/lib.json").exists():
+        if time.monotonic() > deadline:
+            pytest.fail("the client container published no lib.json in 120 s; logs:\n"
+                        + s.log(s.client_name)[-2500:] + "\n" + s.log(s.server_name)[-2500:])
+        time.sleep(0.2)
     yield s
     for folder in (s.client_dir, s.server_dir):
         s.compose(folder, "down")

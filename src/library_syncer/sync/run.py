@@ -260,12 +260,10 @@ class _Run(PublishSteps):
                 self.emit(RetryScheduled(self.result.attempts, 0.0, outcome.message))
                 self.result.attempts += 1
                 self.emit(AttemptStarted(self.result.attempts))
-            # The content now is at least what the peer offered before; what it offers after bounds it.
-            # When rsync changed nothing, staging is what the peer offered: no second query is needed.
-            if offered is not None and (self.any_change or self.changed or self.deleted):
-                self.origin_after = self.ask_origin(conn, peer) or offered
-            else:
-                self.origin_after = offered
+            # The content is at least what the peer offered before; what it offers after bounds it (when
+            # rsync changed nothing, staging is what it offered: no second query).
+            changed = offered is not None and (self.any_change or self.changed or self.deleted)
+            self.origin_after = (self.ask_origin(conn, peer) or offered) if changed else offered
             return Attempt("ok")
         finally:
             if conn is not None:

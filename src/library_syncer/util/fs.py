@@ -6,6 +6,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +22,8 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
     over ``path``; on failure (a full disk) the temporary file is removed and
     the previous file is left intact.
     """
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    # The thread too: two threads of one process may write the same file at once (the last rename wins).
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_native_id()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:

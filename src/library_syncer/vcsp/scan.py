@@ -33,7 +33,7 @@ ROOT_MANIFEST_FILES = {"lib.json", "items.json"}
 ITEM_MANIFEST_FILE = "item.json"
 MAX_DEPTH = 64  # folder levels inside an item; deeper items are left out
 # Temporary files of an interrupted atomic write (see util.fs.atomic_write).
-_STALE_TMP_RE = re.compile(r"^\.(lib|items|item)\.json\.tmp-\d+$")
+_STALE_TMP_RE = re.compile(r"^\.(lib|items|item)\.json\.tmp-\d+(-\d+)?$")
 _WHAT = {"ovf": "descriptor", "mf": "manifest"}  # HashCache.parsed kinds, as named in messages
 
 
