@@ -8,6 +8,7 @@ run's output can be pasted into benchmarks/README.md as it is.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -285,17 +286,21 @@ class SyncServer:
 
     def sync_flags(self, library: Path, state_dir: Path) -> list[str]:
         """``library-syncer sync`` flags of a site pulling into ``library``."""
-        return ["--sync-peer", "127.0.0.1", "--sync-port", str(self.port), "--sync-user", _user(),
+        return ["--sync-peer", "127.0.0.1", "--sync-port", str(self.port), "--sync-user", user(),
                 "--sync-key", str(self.key), "--sync-known-hosts", str(self.known_hosts),
                 "--library", str(library), "--state-dir", str(state_dir), "--generation-grace-seconds", "0"]
+
+    def settings_values(self, library: Path, state_dir: Path) -> dict[str, object]:
+        """The settings of a site pulling into ``library``, JSON-ready (for a sync in a process of its own)."""
+        return {"sync_peer": "127.0.0.1", "sync_port": self.port, "sync_user": user(), "sync_key": str(self.key),
+                "sync_known_hosts": str(self.known_hosts), "library": str(library), "state_dir": str(state_dir),
+                "generation_grace_seconds": 0, "keys_dir": str(self.key.parent)}
 
     def settings(self, library: Path, state_dir: Path, **extra: object):
         """Client settings for :func:`library_syncer.sync.run.run_sync` (``extra``: more settings)."""
         from library_syncer.config import load_settings
 
-        return load_settings(sync_peer="127.0.0.1", sync_port=self.port, sync_user=_user(), sync_key=self.key,
-                             sync_known_hosts=self.known_hosts, library=library, state_dir=state_dir,
-                             generation_grace_seconds=0, keys_dir=self.key.parent, **extra)
+        return load_settings(**self.settings_values(library, state_dir), **extra)
 
     def cpu_seconds(self) -> float:
         """CPU seconds of the server and its sshd with every session it served so far."""
@@ -317,7 +322,7 @@ class SyncServer:
         return total
 
 
-def _user() -> str:
+def user() -> str:
     import getpass
 
     return getpass.getuser()
@@ -361,3 +366,47 @@ def sync_server(work: Path, library: Path, sites: int = 1, extra: Sequence[objec
 
 def quote(cmd: Sequence[object]) -> str:
     return " ".join(shlex.quote(str(c)) for c in cmd)
+
+
+def patch_one_percent(path: Path) -> int:
+    """Overwrite 1 % of the file in place, in the middle (size unchanged); returns the bytes changed."""
+    size = path.stat().st_size
+    length = max(1, size // 100)
+    with open(path, "r+b") as fh:
+        fh.seek(size // 2)
+        fh.write(os.urandom(length))
+    return length
+
+
+# One sync (the product's run_sync) in a process of its own, its settings as JSON in argv[1]; prints one
+# JSON line: ok, reason, seconds, manifest_seconds, peak RSS of the process and of its children, wire bytes.
+SYNC_PROCESS = """
+import json, resource, sys, time
+from library_syncer.config import load_settings
+from library_syncer.sync.result import Phase
+from library_syncer.sync.run import run_sync
+marks = {}
+def on_event(e):
+    if isinstance(e, Phase):
+        marks[e.name] = time.perf_counter()
+t0 = time.perf_counter()
+r = run_sync(load_settings(**json.loads(sys.argv[1])), on_event=on_event)
+end = time.perf_counter()
+manifest = marks.get("publish", marks.get("prune", end)) - marks.get("manifest", end)
+print(json.dumps({"ok": r.ok, "reason": r.reason, "seconds": end - t0, "manifest_seconds": manifest,
+                  "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  "child_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "wire": r.wire_bytes}))
+"""
+
+
+def run_json(code: str, *args: str) -> dict:
+    """Run Python ``code`` in a process of its own and return the JSON of its last line; SystemExit with the
+    reason when it fails or reports ``"ok": false``."""
+    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=clean_env())
+    out = r.stdout.strip().splitlines()
+    if r.returncode or not out:
+        raise SystemExit(f"benchmark: step failed: {r.stderr.strip()[-800:]}")
+    doc = json.loads(out[-1])
+    if doc.get("ok") is False:
+        raise SystemExit(f"benchmark: sync failed: {doc['reason'][-500:]}")
+    return doc

@@ -52,16 +52,6 @@ def write_mf(item: Path) -> None:
     (item / "web.mf").write_text("\n".join(lines) + "\n")
 
 
-def patch_one_percent(path: Path) -> int:
-    """Overwrite 1 % of the file in place, in the middle (size unchanged); returns the bytes changed."""
-    size = path.stat().st_size
-    length = max(1, size // 100)
-    with open(path, "r+b") as fh:
-        fh.seek(size // 2)
-        fh.write(os.urandom(length))
-    return length
-
-
 def age(paths: list[Path], seconds: float) -> None:
     """Date the files ``seconds`` back, as an export that finished a while ago."""
     for path in paths:
@@ -95,7 +85,7 @@ def rsync_cost(server, dest: Path, disk: Path, repeat: int) -> list[tuple[str, .
     dest.mkdir()
 
     def run(choice: str) -> tuple[float, float]:
-        cmd = [a for a in rs.sync_command(rs.remote_source(b._user(), "127.0.0.1"), dest, rsh=rsh)
+        cmd = [a for a in rs.sync_command(rs.remote_source(b.user(), "127.0.0.1"), dest, rsh=rsh)
                if not a.startswith("--checksum-choice")]
         cmd.insert(1, f"--checksum-choice={choice}")
         cpu0, own0 = server.cpu_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -109,7 +99,7 @@ def rsync_cost(server, dest: Path, disk: Path, repeat: int) -> list[tuple[str, .
     runs: dict[str, list[tuple[float, float, float]]] = {"xxh128": [], "md5": []}
     for _ in range(repeat):
         for choice in runs:
-            patch_one_percent(disk)
+            b.patch_one_percent(disk)
             server_cpu, site_cpu = run(choice)
             start = time.process_time()
             if choice == "xxh128":
@@ -163,9 +153,9 @@ def main() -> None:
 
             sync("first sync (4 files, every one new)",
                  ["Tools/tools.iso", "Web/web.ovf", "Web/web-disk1.vmdk", "Web/web.mf"])
-            patch_one_percent(iso)
+            b.patch_one_percent(iso)
             sync("1 % of the ISO changed", ["Tools/tools.iso"])
-            patch_one_percent(disk)
+            b.patch_one_percent(disk)
             write_mf(web)
             sync("1 % of the VMDK changed, its .mf (SHA-256) rewritten", ["Web/web-disk1.vmdk", "Web/web.mf"])
             sync("nothing changed", [])
@@ -176,7 +166,7 @@ def main() -> None:
             b.wait_for(lambda: origin_md5(state, "Web/web-disk1.vmdk") == md5_of(disk), 300, "the origin manifest")
             sync("all files dated back (rsync re-sends them, all blocks matched)",
                  ["Tools/tools.iso", "Web/web.ovf", "Web/web-disk1.vmdk", "Web/web.mf"])
-            patch_one_percent(disk)
+            b.patch_one_percent(disk)
             write_mf(web)
             age([disk, web / "web.mf"], 1800)
             server.proc.send_signal(signal.SIGHUP)

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,24 +21,6 @@ import benchlib as b
 
 FILE_SIZE = 1024
 PER_ITEM = 100
-
-_SITE = """
-import json, resource, sys, time
-from library_syncer.config import load_settings
-from library_syncer.sync.result import Phase
-from library_syncer.sync.run import run_sync
-marks = {}
-def on_event(e):
-    if isinstance(e, Phase):
-        marks[e.name] = time.perf_counter()
-t0 = time.perf_counter()
-r = run_sync(load_settings(**json.loads(sys.argv[1])), on_event=on_event)
-end = time.perf_counter()
-manifest = marks.get("publish", marks.get("prune", end)) - marks.get("manifest", end)
-print(json.dumps({"ok": r.ok, "reason": r.reason, "seconds": end - t0, "manifest_seconds": manifest,
-                  "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "child_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "wire": r.wire_bytes}))
-"""
 
 _MANIFEST = """
 import json, resource, sys, time
@@ -59,17 +39,6 @@ def build(root: Path, count: int) -> None:
         path.write_bytes(os.urandom(FILE_SIZE))
 
 
-def run_json(code: str, *args: str) -> dict:
-    r = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=b.clean_env())
-    out = r.stdout.strip().splitlines()
-    if r.returncode or not out:
-        raise SystemExit(f"benchmark: step failed: {r.stderr.strip()[-800:]}")
-    doc = json.loads(out[-1])
-    if doc.get("ok") is False:
-        raise SystemExit(f"benchmark: sync failed: {doc['reason'][-500:]}")
-    return doc
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     b.common_args(parser)
@@ -82,18 +51,16 @@ def main() -> None:
         source = work / "source"
         build(source, count)
         with b.sync_server(work, source) as server:
-            values = {"sync_peer": "127.0.0.1", "sync_port": server.port, "sync_user": os.environ.get("USER", "root"),
-                      "sync_key": str(server.key), "sync_known_hosts": str(server.known_hosts),
-                      "library": str(work / "site"), "state_dir": str(work / "state"), "generation_grace_seconds": 0}
+            values = server.settings_values(work / "site", work / "state")
             cpu = server.cpu_seconds()
-            first = run_json(_SITE, json.dumps(values))
+            first = b.run_json(b.SYNC_PROCESS, json.dumps(values))
             first_cpu = server.cpu_seconds() - cpu
             noops = []
             for _ in range(args.repeat):
                 cpu = server.cpu_seconds()
-                noops.append((run_json(_SITE, json.dumps(values)), server.cpu_seconds() - cpu))
+                noops.append((b.run_json(b.SYNC_PROCESS, json.dumps(values)), server.cpu_seconds() - cpu))
         staging = work / "site" / ".library-syncer" / "staging"
-        refresh = [run_json(_MANIFEST, str(staging)) for _ in range(args.repeat)]
+        refresh = [b.run_json(_MANIFEST, str(staging)) for _ in range(args.repeat)]
     rows.append(("first sync", f"{first['seconds']:.1f}", f"{first['manifest_seconds']:.1f}",
                  f"{first['rss_kib'] / 1024:.0f} MiB", f"{first['child_rss_kib'] / 1024:.0f} MiB", f"{first_cpu:.1f}",
                  f"{first['wire']:,}"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
+import json
 import resource
 import subprocess
 import time
@@ -81,7 +81,7 @@ def original(server: b.SyncServer, dest: Path) -> tuple[float, float, int]:
            f"-o UserKnownHostsFile={server.known_hosts} -o StrictHostKeyChecking=yes")
     cpu0, self0, t0 = _children_cpu(), _self_cpu(), time.perf_counter()
     r = subprocess.run(["rsync", "-avh", "--delete", "--stats", "--no-human-readable", "-e", rsh,
-                        f"{os.environ.get('USER', 'root')}@127.0.0.1:./", f"{dest}/"],
+                        f"{b.user()}@127.0.0.1:./", f"{dest}/"],
                        capture_output=True, text=True, env=b.clean_env())
     if r.returncode:
         raise SystemExit(f"benchmark: the original's rsync failed: {r.stderr.strip()}")
@@ -89,41 +89,12 @@ def original(server: b.SyncServer, dest: Path) -> tuple[float, float, int]:
     return time.perf_counter() - t0, _children_cpu() - cpu0 + _self_cpu() - self0, wire_bytes(r.stdout)
 
 
-_OURS = """
-import json, sys
-from library_syncer.config import load_settings
-from library_syncer.sync.run import run_sync
-r = run_sync(load_settings(**json.loads(sys.argv[1])))
-print(json.dumps({"ok": r.ok, "reason": r.reason, "wire_bytes": r.wire_bytes}))
-"""
-
-
 def ours(server: b.SyncServer, library: Path, state: Path) -> tuple[float, float, int]:
     """The product's sync (``run_sync``, what ``library-syncer sync`` runs) in a process of its own:
     (wall s, site CPU s, wire bytes)."""
-    import json
-    import sys
-
-    values = {"sync_peer": "127.0.0.1", "sync_port": server.port, "sync_user": os.environ.get("USER", "root"),
-              "sync_key": str(server.key), "sync_known_hosts": str(server.known_hosts), "library": str(library),
-              "state_dir": str(state), "generation_grace_seconds": 0}
     cpu0, t0 = _children_cpu(), time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", _OURS, json.dumps(values)], capture_output=True, text=True,
-                       env=b.clean_env())
-    wall = time.perf_counter() - t0
-    result = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {"ok": False, "reason": r.stderr}
-    if not result["ok"]:
-        raise SystemExit(f"benchmark: the product's sync failed: {result['reason'][-500:]}")
-    return wall, _children_cpu() - cpu0, int(result["wire_bytes"])
-
-
-def change_one_percent(disk: Path) -> None:
-    """Overwrite 1 % of the VMDK in place, in the middle (a patch inside the disk)."""
-    size = disk.stat().st_size
-    n = max(4096, size // 100)
-    with open(disk, "r+b") as fh:
-        fh.seek(size // 2)
-        fh.write(os.urandom(n))
+    result = b.run_json(b.SYNC_PROCESS, json.dumps(server.settings_values(library, state)))
+    return time.perf_counter() - t0, _children_cpu() - cpu0, int(result["wire"])
 
 
 def main() -> None:
@@ -144,7 +115,7 @@ def main() -> None:
                 orig_dir, site, state = work / f"orig-{n}", work / f"site-{n}", work / f"state-{n}"
                 for scenario in ("first sync", "nothing changed", "1 % of one template changed"):
                     if scenario.startswith("1 %"):
-                        change_one_percent(disks[n % len(disks)])
+                        b.patch_one_percent(disks[n % len(disks)])
                     c0 = server.cpu_seconds()
                     o_wall, o_cpu, o_wire = original(server, orig_dir)
                     c1 = server.cpu_seconds()

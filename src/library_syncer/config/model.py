@@ -7,6 +7,8 @@ flag for every field of its groups (secrets excepted, see :func:`flag_fields`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -46,6 +48,10 @@ class Settings(
     """Every setting of every role; each command uses the ones it needs."""
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="forbid", validate_default=True)
+
+    def site_key(self) -> Path:
+        """The site's private key as set: SYNC_KEY, else KEYS_DIR/id_ed25519."""
+        return self.sync_key or self.keys_dir / "id_ed25519"
 
     @classmethod
     def settings_customise_sources(

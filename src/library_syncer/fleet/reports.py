@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..transport.dispatch import RELAYED_DIR, relayed_problem, report_problem
+from ..vcsp.origin import read_doc
 from .truth import join, site_truth
 
 __all__ = ["Publications", "join", "load_reports", "site_truth"]
@@ -82,8 +83,5 @@ class Publications:
         key = (self._stamp(self.folder), self._stamp(self.folder / RELAYED_DIR), self._stamp(self.origin_file))
         if key != self._key or time.time_ns() - max(key) < RECENT_NS:
             self._key, self.reports = key, load_reports(self.folder)
-            try:
-                self.origin = json.loads(self.origin_file.read_bytes())
-            except (OSError, ValueError):
-                self.origin = None
+            self.origin = read_doc(self.origin_file)
         return join(snapshot, self.reports, self.origin)

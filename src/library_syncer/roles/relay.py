@@ -18,7 +18,7 @@ from typing import Any, Callable, Coroutine
 
 from ..config import Settings
 from .client import ClientDaemon
-from .server import serve_sites
+from .server import load_site_fleet, serve_sites
 from .relay_reports import forward_loop
 from .server_setup import REPORTS_DIR, ServerPlan
 
@@ -39,5 +39,5 @@ class RelayDaemon(ClientDaemon):
         return last.peer if last is not None else None
 
     def more_services(self) -> list[Coroutine[Any, Any, Any]]:
-        return [serve_sites(self.plan, self.stop, self._reload),
+        return [serve_sites(self.plan, load_site_fleet(self.plan), self.stop, self._reload),
                 forward_loop(self.settings, self.plan.state_dir / REPORTS_DIR, self._upstream_peer, self.stop)]

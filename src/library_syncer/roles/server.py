@@ -95,14 +95,19 @@ def end_revoked_sessions(plan: ServerPlan) -> int:
 
 # --- supervision ------------------------------------------------------------------------
 
-async def serve_sites(plan: ServerPlan, stop: asyncio.Event, reload: asyncio.Event) -> int:
-    """A relay's export: sshd with the key reload, the end of revoked sessions and the site history
-    (in the relay's own state folder); returns when ``stop`` is set."""
-    fleet = load_fleet(plan.state_dir, {k.fingerprint: k.site for k in plan.keys},
-                       silent_after=plan.settings.site_silent_after_seconds)
+def load_site_fleet(plan: ServerPlan) -> Fleet:
+    """The history of the sites this sshd serves (its state folder), with the current keys."""
+    return load_fleet(plan.state_dir, {k.fingerprint: k.site for k in plan.keys},
+                      silent_after=plan.settings.site_silent_after_seconds)
+
+
+async def serve_sites(plan: ServerPlan, fleet: Fleet, stop: asyncio.Event, reload: asyncio.Event,
+                      on_reload: Callable[[], None] = lambda: None) -> int:
+    """sshd with the key reload, the end of revoked sessions and the site history (saved at the end);
+    returns when ``stop`` is set.  The primary's and a relay's export alike."""
     upkeep = asyncio.ensure_future(_fleet_upkeep(plan, fleet, FLEET_UPKEEP_SECONDS))
     try:
-        return await _run_sshd(plan, fleet, stop, reload)
+        return await _run_sshd(plan, fleet, stop, reload, on_reload=on_reload)
     finally:
         upkeep.cancel()
         save_fleet(plan.state_dir, fleet)
@@ -117,8 +122,7 @@ async def _supervise(plan: ServerPlan) -> int:
     stop = asyncio.Event()
     reload = asyncio.Event()
     with capture_signals(lambda _: stop.set(), also={signal.SIGHUP: lambda _: reload.set()}):
-        fleet = load_fleet(plan.state_dir, {k.fingerprint: k.site for k in plan.keys},
-                           silent_after=plan.settings.site_silent_after_seconds)
+        fleet = load_site_fleet(plan)
         web_runner = None
         if plan.settings.fleet_port is not None:
             token = plan.settings.admin_token_value()
@@ -128,17 +132,14 @@ async def _supervise(plan: ServerPlan) -> int:
             if not token and not is_loopback(plan.settings.fleet_host):
                 log.warning("the fleet view is open to anyone who can reach it: set admin_token_file or "
                             "SYNCER_ADMIN_TOKEN to require a token")
-        upkeep = asyncio.ensure_future(_fleet_upkeep(plan, fleet, FLEET_UPKEEP_SECONDS))
         rescan = asyncio.Event()
         origin = asyncio.ensure_future(origin_upkeep(plan, rescan))
         try:
-            return await _run_sshd(plan, fleet, stop, reload, on_reload=rescan.set)
+            return await serve_sites(plan, fleet, stop, reload, on_reload=rescan.set)
         finally:
-            upkeep.cancel()
             origin.cancel()
             if web_runner is not None:
                 await web_runner.cleanup()
-            save_fleet(plan.state_dir, fleet)
 
 
 async def _run_sshd(plan: ServerPlan, fleet: Fleet, stop: asyncio.Event, reload: asyncio.Event,

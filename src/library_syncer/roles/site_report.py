@@ -80,8 +80,7 @@ def report_command(settings: Settings, peer: str | None, command: str = REPORT_C
     No network."""
     try:
         plan = prepare(settings, startup=True)
-        key = ssh.usable_private_key(settings.sync_key or settings.keys_dir / "id_ed25519",
-                                     settings.resolved_state_dir())
+        key = ssh.usable_private_key(settings.site_key(), settings.resolved_state_dir())
     except UserError as exc:
         log.info("report not sent: %s", exc)
         return None

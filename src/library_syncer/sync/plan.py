@@ -63,7 +63,7 @@ def prepare(settings: Settings, *, source: str | None = None, startup: bool = Fa
         return SyncPlan(lay, (PeerPlan(source, source),), None, settings.sync_timeout, settings.sync_max_bw)
     settings.require_peer()
     peers = settings.peers()
-    key = settings.sync_key or settings.keys_dir / "id_ed25519"
+    key = settings.site_key()
     if not startup:
         key = ssh.usable_private_key(key, settings.resolved_state_dir())
     pin = ssh.pin_host_keys([(p.host, p.port) for p in peers], settings.resolved_state_dir(),

@@ -14,7 +14,6 @@ closed by :meth:`Connection.close`; its control socket lives in a private folder
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
@@ -102,16 +101,3 @@ class Connection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def remove_stale_folders(max_age: float = 86400.0) -> None:
-    """Remove this user's socket folders older than ``max_age`` (left by a process killed before
-    it could close its connection); best effort."""
-    now = time.time()
-    for entry in Path(tempfile.gettempdir()).glob("library-syncer-ssh-*"):
-        try:
-            st = entry.stat()
-            if st.st_uid == os.geteuid() and now - st.st_mtime > max_age:
-                shutil.rmtree(entry, ignore_errors=True)
-        except OSError:
-            continue
