@@ -67,7 +67,9 @@ def test_the_primary_sees_the_site_behind_a_relay_with_its_path(tmp_path):
                 assert pub["served_by"] == f"127.0.0.1:{relay_port}" and pub["last_success"]
                 relay = row("relay")["publication"]
                 assert relay["state"] == "current" and relay["via"] == []
-                assert "relayed reports: 1 forwarded upstream" in relay_log.read_text()
+                # The relay logs the forward after the primary stored it: wait for the line, not assume it.
+                wait_until(lambda: "relayed reports: 1 forwarded upstream" in relay_log.read_text(), 30,
+                           "the relay's log of the forwarded report")
                 page = requests.get(f"http://127.0.0.1:{fleet_port}/_syncer/", timeout=10).text
                 assert "via relay" in page
 
