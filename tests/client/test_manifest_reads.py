@@ -1,9 +1,10 @@
-"""After a sync over sshd + rrsync, the manifest step reads only what rsync's md5 cannot stand for.
+"""After a sync over sshd + rrsync, the manifest step reads only what rsync's check cannot stand for.
 
-rsync verifies each file it writes with a whole-file md5 (``--checksum-choice=md5``) and
-reports it (``%C``); the manifest takes it instead of reading the file.  A file a ``.mf``
-checks with SHA-256 is read once, every digest in that one pass, unless the primary's origin
-manifest has that file's SHA-256 for the same md5: then nothing is read.
+rsync verifies each file it writes with a whole-file digest and reports it (``%C``).  By
+default (xxh128) a changed file whose size and xxh128 are the ones in the primary's origin
+manifest takes the origin's md5 and SHA-256: nothing is read; a file the origin does not (yet)
+know is read once.  With ``SYNC_CHECKSUM=md5`` rsync's digest is the md5 itself: only a file a
+``.mf`` checks with SHA-256 is read, once, unless the origin has that file's SHA-256.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import json
 import os
 import time
 from pathlib import Path
+
+import pytest
 
 from library_syncer.config import load_settings
 from library_syncer.publish import generations as gen
@@ -58,10 +61,10 @@ def _template(lib: Path, age: float = 0.0) -> tuple[Path, Path]:
     return iso, disk
 
 
-def _settings(tmp_path: Path, server):
+def _settings(tmp_path: Path, server, checksum: str = "xxh128"):
     return load_settings(library=tmp_path / "L", state_dir=tmp_path / "state", sync_peer=server.host,
                          sync_port=server.port, sync_user=server.user, sync_key=server.key,
-                         sync_host_key=server.host_key_line)
+                         sync_host_key=server.host_key_line, sync_checksum=checksum)
 
 
 def _origin_md5(server, path: str) -> str | None:
@@ -74,12 +77,12 @@ def _origin_md5(server, path: str) -> str | None:
     return doc["items"].get(item, {}).get("files", {}).get(rest, {}).get("md5")
 
 
-def test_manifest_reads_nothing_for_rsync_verified_files_and_sha256_files_once(tmp_path):
+def test_with_md5_checksums_the_manifest_reads_only_sha256_files_once(tmp_path):
     lib = tmp_path / "primary"
     iso, disk = _template(lib)  # files just written: the primary's origin manifest does not read them yet
     web = disk.parent
     with running_server(tmp_path, lib) as server:
-        s = _settings(tmp_path, server)
+        s = _settings(tmp_path, server, "md5")
         first = run_sync(s)
         assert _origin_md5(server, "Web/web-disk1.vmdk") is None  # no SHA-256 from the primary
         assert first.ok and first.kind == "ok", first.reason
@@ -111,14 +114,15 @@ def test_manifest_reads_nothing_for_rsync_verified_files_and_sha256_files_once(t
         assert (served / path.relative_to(lib)).read_bytes() == path.read_bytes()
 
 
-def test_with_the_origin_manifest_a_sha256_file_is_not_read_either(tmp_path):
+@pytest.mark.parametrize("checksum", ["xxh128", "md5"])
+def test_with_the_origin_manifest_no_changed_file_is_read(tmp_path, checksum):
     lib = tmp_path / "primary"
     iso, disk = _template(lib, age=3600)  # an export finished an hour ago: the primary has read it
     web = disk.parent
     with running_server(tmp_path, lib) as server:
         md5 = hashlib.md5(disk.read_bytes()).hexdigest()
         wait_until(lambda: _origin_md5(server, "Web/web-disk1.vmdk") == md5, 30, "the origin manifest")
-        s = _settings(tmp_path, server)
+        s = _settings(tmp_path, server, checksum)
         first = run_sync(s)
         assert first.ok and first.kind == "ok", first.reason
         assert (first.manifest_files_read, first.manifest_bytes_read) == (0, 0)
@@ -133,22 +137,35 @@ def test_with_the_origin_manifest_a_sha256_file_is_not_read_either(tmp_path):
         assert second.ok and second.kind == "ok", second.reason  # the .mf check passed, on the primary's SHA-256
         assert second.files_changed == 2
         assert (second.manifest_files_read, second.manifest_bytes_read) == (0, 0)
+
+        _patch(iso, 2 * MiB, 40 * 1024, age=1800)  # 1 % of the ISO, no .mf: only the md5 is needed
+        server.reload()
+        md5 = hashlib.md5(iso.read_bytes()).hexdigest()
+        wait_until(lambda: _origin_md5(server, "Tools/tools.iso") == md5, 30, "the ISO's new origin version")
+        third = run_sync(s)
+        assert third.ok and third.files_changed == 1 and third.matched_bytes > 0, third.reason
+        assert (third.manifest_files_read, third.manifest_bytes_read) == (0, 0)
     served = gen.current_root(tmp_path / "L")
     assert served is not None
     assert_one_etag_per_item(served)
     assert (served / "Web" / "web-disk1.vmdk").read_bytes() == disk.read_bytes()
 
 
-def test_with_rsyncs_fast_checksums_the_manifest_reads_each_changed_file_once(tmp_path):
+def test_with_xxh128_a_file_the_origin_does_not_know_is_read_once(tmp_path):
     lib = tmp_path / "primary"
     iso, _ = _template(lib, age=3600)  # old files: none is "racy" (re-read) at the second sync
-    with running_server(tmp_path, lib) as server:
-        s = load_settings(**{**_settings(tmp_path, server).model_dump(), "sync_checksum": "xxh128"})
+    with running_server(tmp_path, lib, args=("--origin-refresh-seconds", "86400")) as server:
+        old_md5 = hashlib.md5(iso.read_bytes()).hexdigest()
+        wait_until(lambda: _origin_md5(server, "Tools/tools.iso") == old_md5, 30, "the origin manifest")
+        s = _settings(tmp_path, server)
         assert run_sync(s).ok
-        _patch(iso, 2 * MiB, 40 * 1024)
+        _patch(iso, 2 * MiB, 40 * 1024)  # just written: the primary keeps its old entry until it settles
         second = run_sync(s)
         assert second.ok and second.files_changed == 1 and second.matched_bytes > 0, second.reason
+        assert _origin_md5(server, "Tools/tools.iso") == old_md5
         assert (second.manifest_files_read, second.manifest_bytes_read) == (1, iso.stat().st_size)
+        third = run_sync(s)  # rsync wrote it as a new file: the md5 read stays good though it is recent
+        assert third.ok and third.generation is None and (third.manifest_files_read, third.manifest_bytes_read) == (0, 0)
     served = gen.current_root(tmp_path / "L")
     assert_one_etag_per_item(served)
     assert (served / "Tools" / "tools.iso").read_bytes() == iso.read_bytes()

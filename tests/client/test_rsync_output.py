@@ -22,7 +22,7 @@ def events(name: str) -> list:
 def test_first_pull_changes_progress_and_stats():
     evs = events("rsync-first-pull.out")
     changes = [e for e in evs if isinstance(e, rs.FileChange)]
-    assert [(c.action, c.type, c.path, c.size, c.md5) for c in changes] == [
+    assert [(c.action, c.type, c.path, c.size, c.digest) for c in changes] == [
         ("create", "d", "gone/", 4096, None),
         ("transfer", "f", "gone/f.txt", 2, "9a8ad92c50cae39aa2c5604fd0ab6d8c"),  # md5sum of the source
         ("create", "d", "item 3/", 4096, None),
@@ -46,7 +46,7 @@ def test_first_pull_changes_progress_and_stats():
 def test_delta_pull_with_deletion_glued_to_progress():
     evs = events("rsync-delta-pull.out")
     changes = [e for e in evs if isinstance(e, rs.FileChange)]
-    assert [(c.action, c.path, c.md5) for c in changes] == [
+    assert [(c.action, c.path, c.digest) for c in changes] == [
         ("attrs", "./", None), ("transfer", "item 3/big.bin", "26243aa8412211c0cebf333247dbe23a"),
         ("attrs", "item2/b.txt", None),  # mode changed only: not transferred, no md5
         ("delete", "gone/f.txt", None), ("delete", "gone/", None),
@@ -80,9 +80,9 @@ def test_progress_unknown_eta_and_other_lines():
     assert rs.parse_change(">f+++++++++ 9 item/without-checksum-field") is None  # not our out-format
     name_like_md5 = ">f+++++++++ 9 " + "a" * 32 + " " + "b" * 32 + " x"  # a name may look like a digest
     change = rs.parse_change(name_like_md5)
-    assert change is not None and change.md5 == "a" * 32 and change.path == "b" * 32 + " x"
+    assert change is not None and change.digest == "a" * 32 and change.path == "b" * 32 + " x"
     spaced = rs.parse_change(".f...p..... 3 " + " " * 32 + "  leading space")
-    assert spaced is not None and spaced.md5 is None and spaced.path == " leading space"
+    assert spaced is not None and spaced.digest is None and spaced.path == " leading space"
 
 
 def test_parse_stats_tolerates_missing_block():
@@ -98,7 +98,7 @@ def test_sync_command_rules():
                      "--filter=- .vSphere-HA", "--filter=- /lib.json", "--filter=- /items.json",
                      "--filter=-p /*/item.json", "--filter=- /.library-syncer/", "--stats"):
         assert required in cmd
-    assert "--checksum-choice=md5" in cmd and "--out-format=%i %l %C %n" in cmd  # rsync's md5 of each file
+    assert "--checksum-choice=xxh128" in cmd and "--out-format=%i %l %C %n" in cmd  # rsync's digest of each file
     for forbidden in ("--inplace", "-s", "--protect-args", "--checksum", "-c"):
         assert forbidden not in cmd
     assert not any(a.startswith("--bwlimit") for a in rs.sync_command("a/", "b", max_bw="0"))

@@ -1,9 +1,11 @@
-"""The manifest takes the md5 rsync verified for a file (and the origin's digests of that md5) without a read."""
+"""The manifest takes the digests rsync verified for a file (and the origin's digests of the same bytes) without a read."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+
+import xxhash
 
 from library_syncer.vcsp.manifest import update_manifest
 from library_syncer.vcsp.origin import dumps, next_origin, parse_origin, refresh_origin, vouched_digests
@@ -13,6 +15,10 @@ from .helpers import assert_one_etag_per_item, load, put, template
 
 def _md5(path) -> str:
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _xxh128(path) -> str:
+    return xxhash.xxh3_128_hexdigest(path.read_bytes())
 
 
 def test_known_md5_spares_the_read_and_a_sha256_file_is_read_once(tmp_path):
@@ -85,6 +91,21 @@ def test_vouched_digests_only_for_the_origin_size_and_md5():
     assert doc["items"]["Web"]["digest"] == plain["items"]["Web"]["digest"]  # the md5s say what the content is
 
 
+def test_with_xxh128_only_the_files_the_origin_knows_are_vouched_for():
+    doc = next_origin(None, {"Web": {"d.vmdk": (10, "a" * 32), "x.ovf": (5, "b" * 32)}}, "t",
+                      extra={"Web": {"d.vmdk": {"xxh128": "1" * 32, "sha256": "c" * 64}, "x.ovf": {"xxh128": "2" * 32}}})
+    origin = parse_origin(dumps(doc))
+    got = vouched_digests(origin, {"Web/d.vmdk": (10, "1" * 32), "Web/x.ovf": (5, "9" * 32),
+                                   "Other/y.iso": (1, "e" * 32)}, "xxh128")
+    assert got == {"Web/d.vmdk": (10, {"md5": "a" * 32, "sha256": "c" * 64})}  # the others are read
+    assert vouched_digests(origin, {"Web/d.vmdk": (11, "1" * 32)}, "xxh128") == {}  # another size
+    assert vouched_digests(None, {"Web/d.vmdk": (10, "1" * 32)}, "xxh128") == {}
+    # The origin's md5 must be well-formed to stand for the file's.
+    bad = parse_origin(dumps({**doc, "items": {"Web": {**doc["items"]["Web"], "files": {
+        "d.vmdk": {"size": 10, "md5": "nothex", "xxh128": "1" * 32}}}}}))
+    assert vouched_digests(bad, {"Web/d.vmdk": (10, "1" * 32)}, "xxh128") == {}
+
+
 def test_the_primary_records_what_the_mf_asks_in_the_same_read(tmp_path):
     lib, state = tmp_path / "lib", tmp_path / "state"
     state.mkdir()
@@ -93,6 +114,8 @@ def test_the_primary_records_what_the_mf_asks_in_the_same_read(tmp_path):
     doc, changed = refresh_origin(lib, state, settle=10, now_text="t1")
     files = doc["items"]["Web"]["files"]
     disk = lib / "Web" / "vm-disk1.vmdk"
-    assert files["vm-disk1.vmdk"] == {"size": 20_000, "md5": _md5(disk),
+    assert files["vm-disk1.vmdk"] == {"size": 20_000, "md5": _md5(disk), "xxh128": _xxh128(disk),
                                       "sha256": hashlib.sha256(disk.read_bytes()).hexdigest()}
-    assert set(files["vm.mf"]) == {"size", "md5"} and set(doc["items"]["Tools"]["files"]["t.iso"]) == {"size", "md5"}
+    assert set(files["vm.mf"]) == {"size", "md5", "xxh128"}
+    assert doc["items"]["Tools"]["files"]["t.iso"] == {"size": 3, "md5": hashlib.md5(b"iso").hexdigest(),
+                                                       "xxh128": xxhash.xxh3_128_hexdigest(b"iso")}

@@ -7,6 +7,7 @@ import os
 import time
 
 import pytest
+import xxhash
 
 from library_syncer.vcsp.origin import (
     FORMAT, dumps, next_origin, parse_origin, peer_verdict, refresh_origin, reexport,
@@ -79,7 +80,8 @@ def test_refresh_reads_each_file_once_and_waits_for_files_to_settle(tmp_path):
     os.utime(lib / "A" / "a.iso", (old, old))
     doc, changed = refresh_origin(lib, state, settle=10, now_text="t1")
     assert changed and doc["items"]["A"]["files"]["a.iso"] == {"size": 1000,
-                                                                "md5": hashlib.md5(b"x" * 1000).hexdigest()}
+                                                                "md5": hashlib.md5(b"x" * 1000).hexdigest(),
+                                                                "xxh128": xxhash.xxh3_128_hexdigest(b"x" * 1000)}
     (lib / "B").mkdir()
     (lib / "B" / "b.iso").write_bytes(b"new")  # just written: read at a later refresh
     doc2, changed = refresh_origin(lib, state, settle=10, now_text="t2")

@@ -40,7 +40,7 @@ class PublishSteps:
     site_id: str
     origin_before: Origin | None
     origin_after: Origin | None
-    rsync_md5: dict[str, tuple[int, str]]
+    rsync_sums: dict[str, tuple[int, str]]
 
     def finish(self, ok: bool, kind: str, reason: str) -> SyncResult:
         raise NotImplementedError
@@ -81,8 +81,10 @@ class PublishSteps:
 
         self.emit(Phase("manifest"))
         try:
-            report = update_manifest(lay.staging, s.library_name, published=served, approve=approve,
-                                     known=vouched_digests(self.origin_after, self.rsync_md5))
+            # Every file rsync wrote is known (never "racy"); those the digests vouch for are not read.
+            known: dict[str, tuple[int, dict[str, str]]] = {p: (n, {}) for p, (n, _) in self.rsync_sums.items()}
+            known.update(vouched_digests(self.origin_after, self.rsync_sums, s.sync_checksum))
+            report = update_manifest(lay.staging, s.library_name, published=served, approve=approve, known=known)
         except UserError as exc:
             return self.finish(False, "fatal", f"manifest: {exc}")
         r.problems = list(report.problems)

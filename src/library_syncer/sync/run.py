@@ -82,8 +82,8 @@ class _Run(PublishSteps):
         self.site_id = site_id(settings.resolved_state_dir())
         self.origin_before: Origin | None = None  # what the site publishes now
         self.origin_after: Origin | None = None  # what the serving peer offered after the transfer
-        self.rsync_md5: dict[str, tuple[int, str]] = {}  # path -> (size, md5) rsync verified, last good rsync
-        self._run_md5: dict[str, tuple[int, str]] = {}  # the same, of the rsync running now
+        self.rsync_sums: dict[str, tuple[int, str]] = {}  # path -> (size, digest) rsync verified, last good rsync
+        self._run_sums: dict[str, tuple[int, str]] = {}  # the same, of the rsync running now
 
     def finish(self, ok: bool, kind: str, reason: str) -> SyncResult:
         r = self.result
@@ -107,8 +107,8 @@ class _Run(PublishSteps):
                 self.deleted.add(change.path)
             elif change.type == "f" and change.action == "transfer":
                 self.changed.add(change.path)
-                if change.md5:
-                    self._run_md5[change.path] = (change.size, change.md5)
+                if change.digest:
+                    self._run_sums[change.path] = (change.size, change.digest)
             if change.action == "delete" or (change.type != "d" and change.action != "attrs"):
                 self.any_change = True  # folder times and attributes changed in place need no new generation
             self.emit(change)
@@ -140,12 +140,11 @@ class _Run(PublishSteps):
                               timeout=self.plan.timeout, max_bw=max_bw, compress=self.s.sync_compress,
                               checksum=self.s.sync_checksum,
                               extra=rsync_filters(self.s.sync_include, self.s.sync_exclude))
-        self.rsync_md5, self._run_md5 = {}, {}
+        self.rsync_sums, self._run_sums = {}, {}
         proc = _run(cmd, on_line=self.on_line, stop_event=stop)
-        if not proc.stopped and classify(proc.code, proc.stderr).ok and self.s.sync_checksum == "md5":
-            # Only a complete rsync: a stopped one may have reported a file whose check then failed;
-            # with xxh128, %C is that digest, of no use to the manifest.
-            self.rsync_md5 = self._run_md5
+        if not proc.stopped and classify(proc.code, proc.stderr).ok:
+            # Only a complete rsync: a stopped one may have reported a file whose check then failed.
+            self.rsync_sums = self._run_sums
         stats = rs.parse_stats(proc.stdout)
         r = self.result
         r.bytes_sent += stats.bytes_sent

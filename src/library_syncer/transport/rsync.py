@@ -8,8 +8,9 @@ its state) are excluded, so ``--delete`` never removes them; ``item.json`` is a
 *perishable* exclude so that a folder whose item vanished at the source is still
 deleted.  ``--fsync`` makes each file rsync writes durable before it is renamed into
 place; the remote shell runs under :data:`REMOTE_SHELL_GUARD` so it dies with rsync.
-``--checksum-choice=md5`` makes rsync's whole-file check of each transferred file an
-md5, which ``%C`` reports (:attr:`FileChange.md5`): the manifest needs no read of it.
+``%C`` reports rsync's whole-file check of each transferred file (:attr:`FileChange.digest`,
+an xxh128 or, with ``--checksum-choice=md5``, an md5): the manifest needs no read of a file
+whose digest says what its md5 is.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ FILTER_RULES: tuple[str, ...] = (
     f"-p {PARTIAL_DIR}/",
 )
 
-OUT_FORMAT = "%i %l %C %n"  # %C: md5 of a transferred file, else 32 spaces
+OUT_FORMAT = "%i %l %C %n"  # %C: the verified digest of a transferred file, else 32 spaces
 
 COMPRESS_CHOICES = ("none", "zstd", "lz4", "zlib")
 
@@ -82,12 +83,12 @@ def sync_command(
     timeout: int = 300,
     max_bw: str = "0",
     compress: str = "none",
-    checksum: str = "md5",
+    checksum: str = "xxh128",
     rsync: str = "rsync",
     extra: Iterable[str] = (),
 ) -> list[str]:
     """The rsync command that pulls ``source`` into the staging folder ``dest``; ``checksum``: rsync's
-    checksum choice (``md5``: ``%C`` is each transferred file's verified md5); ``compress``: a SYNC_COMPRESS
+    checksum choice (``%C`` is each transferred file's verified digest by it); ``compress``: a SYNC_COMPRESS
     value, used with a remote shell only."""
     cmd = [
         rsync, "-a", "--delete-delay", f"--partial-dir={PARTIAL_DIR}", f"--timeout={timeout}",
@@ -133,7 +134,7 @@ class FileChange:
     path: str
     size: int
     flags: str
-    md5: str | None = None  # rsync's verified whole-file md5 of a transferred file
+    digest: str | None = None  # rsync's verified whole-file digest (SYNC_CHECKSUM) of a transferred file
 
 
 @dataclass(frozen=True)
@@ -213,12 +214,12 @@ def parse_change(line: str) -> FileChange | None:
     if not m:
         return None
     flags, size, path = m.group(1), int(m.group(2)), unescape_name(m.group(4))
-    md5 = m.group(3) if m.group(3)[0] != " " else None
+    digest = m.group(3) if m.group(3)[0] != " " else None
     if flags.startswith("*deleting"):
         return FileChange("delete", "", path, size, flags)
     kind, ftype = flags[0], flags[1]
     if kind in "<>":
-        return FileChange("transfer", ftype, path, size, flags, md5 if ftype == "f" else None)
+        return FileChange("transfer", ftype, path, size, flags, digest if ftype == "f" else None)
     if "+++++++" in flags:
         action = "create"
     elif kind in ".c":

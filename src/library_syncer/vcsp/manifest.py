@@ -131,8 +131,8 @@ def update_manifest(
 
     ``published``: the manifest being served (last good versions, ids to recover);
     ``approve``: called with the :class:`Draft` before any write; a reason refuses it;
-    ``known``: root-relative path -> (size, digests with at least md5) that rsync verified as it
-    wrote the file (taken for the file found now when its size agrees: those need no read).
+    ``known``: root-relative path -> (size, digests) of a file rsync wrote and verified (taken for
+    the file found now when its size agrees: those digests need no read; without an md5 it is read).
     Raises UserError (exit 2) for a bad folder or name, OperationFailed when a
     write fails (the previous manifest stays intact) or another writer holds the lock.
     """

@@ -2,9 +2,9 @@
 
 The server keeps it in its state folder (never in the library): an origin id made
 once, an integer ``version`` that grows with every change of content, and for each
-item its own version, a digest of its files and each file's size and md5, and for a
-file an item's ``.mf`` checks, the digests it asks for (SHA-256 mostly), computed in the
-same read as the md5.  Sites read it through the forced-command dispatcher (``library-syncer origin``); a relay
+item its own version, a digest of its files and each file's size, md5 and xxh128 (the
+digest rsync reports with its default checksums), and for a file an item's ``.mf`` checks,
+the digests it asks for (SHA-256 mostly), all computed in one read.  Sites read it through the forced-command dispatcher (``library-syncer origin``); a relay
 re-exports the document it received with each generation it publishes, so a version
 means the same content at every tier.
 
@@ -12,7 +12,7 @@ Pure rules: :func:`next_origin` (the new document from the previous one and the 
 now), :func:`parse_origin` (a document read from a peer, validated), :func:`peer_verdict`
 (may a site take a peer's content: never an origin version lower than the published one,
 never through itself), :func:`vouched_digests` (the origin's digests of the files rsync
-verified with the origin's md5: a site need not read them for its ``.mf`` check).  I/O:
+verified with the origin's md5 or xxh128: a site need not read them for its manifest).  I/O:
 :func:`scan_origin` hashes the library through the hash cache; :func:`refresh_origin`
 writes the state files.
 """
@@ -38,8 +38,8 @@ MAX_DOC_BYTES = 64 * 1024 * 1024  # what a site reads from a peer at most
 MAX_PATH = 16  # relays a document may have passed through
 
 Files = dict[str, dict[str, tuple[int, str]]]  # item -> item-relative path -> (size, md5)
-Extra = dict[str, dict[str, dict[str, str]]]  # item -> path -> the digests its .mf asks for (not md5)
-_HEX_LENGTH = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+Extra = dict[str, dict[str, dict[str, str]]]  # item -> path -> xxh128 and the digests its .mf asks for
+_HEX_LENGTH = {"md5": 32, "xxh128": 32, "sha1": 40, "sha256": 64, "sha512": 128}
 
 
 def _digest(files: dict[str, tuple[int, str]]) -> str:
@@ -163,24 +163,36 @@ def peer_verdict(published: Origin | None, offered: Origin | None, self_id: str 
     return None
 
 
-def vouched_digests(origin: Origin | None, verified: dict[str, tuple[int, str]]
-                    ) -> dict[str, tuple[int, dict[str, str]]]:
-    """Root-relative path -> (size, digests) for files rsync verified with an md5 (``verified``):
-    the md5, and the origin's other digests of a file when its size and md5 are the origin's.
+def _hex(value: object, algorithm: str) -> bool:
+    return (isinstance(value, str) and len(value) == _HEX_LENGTH[algorithm]
+            and all(c in "0123456789abcdef" for c in value))
 
-    rsync checked the bytes it wrote against the sender's md5; when that md5 is the one the
-    primary recorded, the primary's SHA-256 (or SHA-1, SHA-512) is of the same bytes.
+
+def vouched_digests(origin: Origin | None, verified: dict[str, tuple[int, str]], checksum: str = "md5"
+                    ) -> dict[str, tuple[int, dict[str, str]]]:
+    """Root-relative path -> (size, digests) of the files rsync verified with its ``checksum``
+    (``verified``: path -> (size, rsync's whole-file digest)) that need no read by the site.
+
+    rsync checked the bytes it wrote against the sender's digest of them; when that digest and
+    the size are the ones the primary recorded, the primary's md5 and SHA-256 (or SHA-1,
+    SHA-512) are of the same bytes.  With md5 rsync's own digest is the md5, so every verified
+    file is vouched for; with xxh128 only those the origin knows.
     """
     out: dict[str, tuple[int, dict[str, str]]] = {}
     items = origin.items if origin is not None else {}
-    for relpath, (size, md5) in verified.items():
+    for relpath, (size, digest) in verified.items():
         item, _, path = relpath.partition("/")
         files = items.get(item, {}).get("files") if isinstance(items.get(item), dict) else None
         entry = files.get(path) if isinstance(files, dict) else None
-        digests = {"md5": md5}
-        if isinstance(entry, dict) and entry.get("size") == size and entry.get("md5") == md5:
-            digests.update({a: v for a, v in entry.items() if a in MF_ALGORITHMS and isinstance(v, str)
-                            and len(v) == _HEX_LENGTH[a] and all(c in "0123456789abcdef" for c in v)})
+        known: dict[str, Any] = entry if isinstance(entry, dict) and entry.get("size") == size \
+            and entry.get(checksum) == digest else {}
+        if checksum == "md5":
+            digests = {"md5": digest}
+        elif _hex(known.get("md5"), "md5"):
+            digests = {"md5": known["md5"]}
+        else:
+            continue  # the site reads it: nothing says what its md5 is
+        digests.update({a: v for a, v in known.items() if a in MF_ALGORITHMS and _hex(v, a)})
         out[relpath] = (size, digests)
     return out
 
@@ -216,8 +228,8 @@ def read_doc(path: Path) -> dict[str, Any] | None:
 def scan_origin(library: Path, cache: HashCache, *, settle: float, now: float | None = None
                 ) -> tuple[Files, set[str], Extra]:
     """(size, md5) of every file of every item of ``library``, through ``cache``; the items with a
-    file modified within ``settle`` seconds (still being written: not read now); and the digests
-    the items' ``.mf`` files ask for, computed in the same read as the md5."""
+    file modified within ``settle`` seconds (still being written: not read now); and each file's
+    xxh128 and the digests the items' ``.mf`` files ask for, computed in the same read as the md5."""
     now = time.time() if now is None else now
     scan = scan_tree(library)
     files: Files = {}
@@ -231,7 +243,8 @@ def scan_origin(library: Path, cache: HashCache, *, settle: float, now: float | 
         mf = {p: cache.mf_entries(f"{folder}/{p}", by_path[p]) for p in manifests(sorted(by_path))}
         needed = needed_algorithms(set(by_path), mf)
         try:
-            digests = {f.path: cache.digests(f"{folder}/{f.path}", f, needed.get(f.path, set())) for f in found}
+            digests = {f.path: cache.digests(f"{folder}/{f.path}", f, needed.get(f.path, set()) | {"xxh128"})
+                       for f in found}
         except OSError:  # removed or unreadable while scanned: as if still changing
             changing.add(folder)
             continue

@@ -5,8 +5,9 @@ mtime is within :data:`RACY_SECONDS` of the scan are not cached, so a file
 rewritten in place within the same timestamp tick is read again next time.
 The change time is deliberately not part of the key: hard-linking a file
 into a published generation changes it without changing the bytes.
-An entry whose md5 rsync verified as it wrote the file (:meth:`HashCache.known`,
-``verified``) is never racy: rsync never rewrites a file in place (no ``--inplace``), so any later
+Digests are hashlib's names plus ``xxh128`` (XXH3-128, the digest rsync reports with its
+default checksum choice; from the xxhash package).
+An entry of a file rsync wrote (:meth:`HashCache.known`, ``verified``) is never racy: rsync never rewrites a file in place (no ``--inplace``), so any later
 change of it is a new inode, a new key.
 """
 
@@ -20,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
+import xxhash
 
 from . import names as served
 from .names import printable
@@ -35,6 +38,11 @@ MAX_DEPTH = 64  # folder levels inside an item; deeper items are left out
 # Temporary files of an interrupted atomic write (see util.fs.atomic_write).
 _STALE_TMP_RE = re.compile(r"^\.(lib|items|item)\.json\.tmp-\d+(-\d+)?$")
 _WHAT = {"ovf": "descriptor", "mf": "manifest"}  # HashCache.parsed kinds, as named in messages
+
+
+def new_hasher(algorithm: str) -> Any:
+    """A hash object for a digest name: hashlib's, or ``xxh128``."""
+    return xxhash.xxh3_128() if algorithm == "xxh128" else hashlib.new(algorithm)
 
 
 @dataclass(frozen=True)
@@ -171,10 +179,10 @@ class HashCache:
         return entry
 
     def known(self, relpath: str, f: FoundFile, digests: dict[str, str]) -> None:
-        """Take ``digests`` of the file as found now (rsync's verified md5, and what the origin adds
-        for the same md5): no read for those."""
+        """A file rsync wrote, as found now: take ``digests`` of it (its verified md5, or the origin's
+        md5 and SHA-256 of the same bytes; maybe none), which need no read; its entry is never racy."""
         old = self.old.get(relpath)
-        if old and tuple(old["key"]) == f.key and old.get("md5") == digests["md5"]:
+        if old and tuple(old["key"]) == f.key and old.get("md5") == digests.get("md5", old.get("md5")):
             old.update(digests, verified=True)  # already known, maybe with more digests
             return
         entry: dict[str, Any] = {**digests, "key": list(f.key), "verified": True}
@@ -186,7 +194,7 @@ class HashCache:
         wanted = {"md5"} | algorithms
         have = {a for a in wanted if isinstance(entry.get(a), str)}
         if have != wanted:
-            hashers = {a: hashlib.new(a) for a in wanted}
+            hashers = {a: new_hasher(a) for a in wanted}
             size = 0
             with open(f.abspath, "rb") as fh:
                 os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
