@@ -141,3 +141,53 @@ def test_root_mode_creates_the_account_and_serves_as_it(tmp_path):
         shutil.rmtree(base, ignore_errors=True)
     with pytest.raises(KeyError):
         pwd.getpwnam(user)
+
+
+def test_an_existing_account_with_a_noisy_bashrc_still_serves(tmp_path):
+    """sshd runs the forced command with the account's shell; bash would read ~/.bashrc, whose output
+    breaks the rsync protocol ("is your shell clean?") and whose work slows every session."""
+    base = Path(tempfile.mkdtemp(prefix="library-syncer-test-", dir="/var/lib"))
+    base.chmod(0o755)
+    user, uid = f"lstest{random.randint(0, 10**6)}", _free_uid()
+    home = base / "home"
+    subprocess.run(["useradd", "-u", str(uid), "-d", str(home), "-m", "-s", "/bin/bash", user], check=True)
+    proc = None
+    try:
+        (home / ".bashrc").write_text("echo 'welcome to this host'\n")
+        lib = make_library(base)
+        keys = base / "keys"
+        key = make_site_key(keys, tmp_path / "private", "site1")
+        state = base / "state"
+        state.mkdir(mode=0o755)
+        _seed_host_keys(state, base)
+        port = free_port()
+        env = {"SYNCER_USER": user, "SYNCER_UID": str(uid)}
+        args = ["server", "--library", lib, "--keys", keys, "--state-dir", state,
+                "--ssh-host", "127.0.0.1", "--port", str(port)]
+        host_key = cli(*args, "--print-host-key", env=env).stdout.strip()
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
+        log = tmp_path / "server.log"
+        with open(log, "wb") as fh:
+            proc = cli_popen(*args, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        wait_until(lambda: proc.poll() is not None or "Server listening on" in log.read_text(), 30, "the server")
+        assert proc.poll() is None, log.read_text()
+        assert pwd.getpwnam(user).pw_shell == "/bin/bash"  # the account is used as it is
+
+        rsh = (f"ssh -F /dev/null -p {port} -i {key} -o BatchMode=yes -o StrictHostKeyChecking=yes "
+               f"-o UserKnownHostsFile={known_hosts}")
+        dest = tmp_path / "dest"
+        r = rsync("-a", "-e", rsh, f"{user}@127.0.0.1:/", f"{dest}/")
+        assert r.returncode == 0, r.stderr + log.read_text()
+        assert tree_digest(dest) == tree_digest(lib)
+        origin = subprocess.run([*rsh.split(), f"{user}@127.0.0.1", "library-syncer origin"], capture_output=True,
+                                timeout=30, env=client_env(), stdin=subprocess.DEVNULL)
+        assert origin.returncode == 0 and b"welcome" not in origin.stdout, origin.stderr
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        subprocess.run(["userdel", user], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

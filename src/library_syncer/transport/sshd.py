@@ -134,7 +134,11 @@ PermitUserEnvironment no
 MaxSessions 1
 # Each session carries this server's mark and the key it logged in with
 # (SSH_USER_AUTH), so revoking a key also ends the sessions it opened.
-SetEnv {SESSION_MARKER_VAR}={s.marker or "-"}
+# SHLVL=1: sshd runs the forced command with the account's shell; bash then
+# reads the account's ~/.bashrc unless it is a nested shell.  That file can
+# be slow (about 0.1 s per session measured) or print text that breaks the
+# rsync protocol; a nested level makes bash skip it.
+SetEnv {SESSION_MARKER_VAR}={s.marker or "-"} SHLVL=1
 ExposeAuthInfo yes
 
 # Many sites on slow, lossy links, often starting at the same scheduled time:
