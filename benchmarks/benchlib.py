@@ -8,6 +8,7 @@ run's output can be pasted into benchmarks/README.md as it is.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -244,6 +245,22 @@ def warm(paths: Sequence[Path]) -> None:
                 pass
 
 
+def md5_file(path: Path) -> str:
+    """The md5 of a file's bytes, read in chunks."""
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(8 * MiB):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def date_back(paths: Sequence[Path], seconds: float) -> None:
+    """Set the files' times ``seconds`` back: an export that finished a while ago."""
+    when = time.time() - seconds
+    for path in paths:
+        os.utime(path, (when, when))
+
+
 @contextmanager
 def workdir(parent: Path | None, prefix: str) -> Iterator[Path]:
     """A temporary folder, removed at the end whatever happens."""
@@ -283,6 +300,24 @@ class SyncServer:
     key: Path
     known_hosts: Path
     log: Path
+    state: Path
+
+    def origin_md5(self, relpath: str) -> str | None:
+        """The md5 the server's origin manifest holds for ``item/path`` (None: not read yet)."""
+        try:
+            doc = json.loads((self.state / "origin.json").read_bytes())
+        except (OSError, ValueError):
+            return None
+        item, _, rest = relpath.partition("/")
+        return doc["items"].get(item, {}).get("files", {}).get(rest, {}).get("md5")
+
+    def rescan(self, library: Path, relpaths: Sequence[str], timeout: float = 600) -> None:
+        """Have the server rescan now (SIGHUP, as it does every origin_refresh_seconds) and wait until its
+        origin manifest holds the current md5 of each of ``relpaths`` (files dated back beyond its settle time)."""
+        self.proc.send_signal(signal.SIGHUP)
+        for relpath in relpaths:
+            digest = md5_file(library / relpath)
+            wait_for(lambda: self.origin_md5(relpath) == digest, timeout, f"the origin manifest to hold {relpath}")
 
     def sync_flags(self, library: Path, state_dir: Path) -> list[str]:
         """``library-syncer sync`` flags of a site pulling into ``library``."""
@@ -351,7 +386,7 @@ def sync_server(work: Path, library: Path, sites: int = 1, extra: Sequence[objec
     log = base / "server.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(syncer_cmd(*args), env=clean_env(), stdout=fh, stderr=subprocess.STDOUT)
-    server = SyncServer(proc, port, key, known_hosts, log)
+    server = SyncServer(proc, port, key, known_hosts, log, state)
     try:
         def ready() -> bool:
             if proc.poll() is not None:
@@ -395,7 +430,8 @@ end = time.perf_counter()
 manifest = marks.get("publish", marks.get("prune", end)) - marks.get("manifest", end)
 print(json.dumps({"ok": r.ok, "reason": r.reason, "seconds": end - t0, "manifest_seconds": manifest,
                   "rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "child_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "wire": r.wire_bytes}))
+                  "child_rss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, "wire": r.wire_bytes,
+                  "manifest_bytes_read": r.manifest_bytes_read, "phases": {k: v - t0 for k, v in marks.items()}}))
 """
 
 

@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
-import os
 import resource
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -52,30 +49,6 @@ def write_mf(item: Path) -> None:
                 h.update(chunk)
         lines.append(f"SHA256({name})= {h.hexdigest()}")
     (item / "web.mf").write_text("\n".join(lines) + "\n")
-
-
-def age(paths: list[Path], seconds: float) -> None:
-    """Date the files ``seconds`` back, as an export that finished a while ago."""
-    for path in paths:
-        os.utime(path, (time.time() - seconds, time.time() - seconds))
-
-
-def origin_md5(state: Path, path: str) -> str | None:
-    """The md5 the primary's origin manifest holds for ``item/path`` (None: not read yet)."""
-    try:
-        doc = json.loads((state / "origin.json").read_bytes())
-    except (OSError, ValueError):
-        return None
-    item, _, rest = path.partition("/")
-    return doc["items"].get(item, {}).get("files", {}).get(rest, {}).get("md5")
-
-
-def md5_of(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(8 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def rsync_cost(server, dest: Path, disk: Path, repeat: int) -> list[tuple[str, ...]]:
@@ -105,7 +78,7 @@ def rsync_cost(server, dest: Path, disk: Path, repeat: int) -> list[tuple[str, .
             server_cpu, site_cpu = run(choice)
             start = time.process_time()
             if choice == "xxh128":
-                md5_of(dest / "Web" / "web-disk1.vmdk")  # what the manifest reads then
+                b.md5_file(dest / "Web" / "web-disk1.vmdk")  # what the manifest reads then
             runs[choice].append((server_cpu, site_cpu, time.process_time() - start))
     return [(f"--checksum-choice={c}", *(f"{b.median([r[i] for r in rs_]):.2f}" for i in range(3)),
              f"{b.median([r[0] + r[1] + r[2] for r in rs_]):.2f}") for c, rs_ in runs.items()]
@@ -125,7 +98,6 @@ def scenario(work: Path, size: int, checksum: str, repeat: int, rows: list[tuple
     b.write_random(disk, size)
     (web / "web.ovf").write_text(OVF)
     write_mf(web)
-    state = work / "server" / "state"
     with b.sync_server(work, source, extra=("--origin-refresh-seconds", 3600)) as server:
         settings = server.settings(work / "site", work / "site-state", sync_checksum=checksum)
 
@@ -137,7 +109,7 @@ def scenario(work: Path, size: int, checksum: str, repeat: int, rows: list[tuple
                     marks[event.name] = time.perf_counter()
 
             load = b.load1()
-            vouched = "yes" if origin_md5(state, "Web/web-disk1.vmdk") == md5_of(disk) else "no"  # has the disk now
+            vouched = "yes" if server.origin_md5("Web/web-disk1.vmdk") == b.md5_file(disk) else "no"  # has the disk now
             r = run_sync(settings, on_event=on_event)
             if not r.ok or r.kind != "ok":
                 raise SystemExit(f"benchmark: sync failed: {r.kind}: {r.reason}")
@@ -157,9 +129,8 @@ def scenario(work: Path, size: int, checksum: str, repeat: int, rows: list[tuple
         sync("nothing changed", [])
 
         files = [iso, disk, web / "web.ovf", web / "web.mf"]
-        age(files, 3600)
-        server.proc.send_signal(signal.SIGHUP)  # rescan now (as every origin_refresh_seconds)
-        b.wait_for(lambda: origin_md5(state, "Web/web-disk1.vmdk") == md5_of(disk), 300, "the origin manifest")
+        b.date_back(files, 3600)
+        server.rescan(source, ["Web/web-disk1.vmdk"])
         sync("all files dated back (rsync re-sends them, all blocks matched)",
              ["Tools/tools.iso", "Web/web.ovf", "Web/web-disk1.vmdk", "Web/web.mf"])
         for label, target in (("the ISO", iso), ("the VMDK", disk)):
@@ -168,10 +139,8 @@ def scenario(work: Path, size: int, checksum: str, repeat: int, rows: list[tuple
             if target == disk:
                 write_mf(web)
                 changed.append("Web/web.mf")
-            age([source / p for p in changed], 1800)
-            server.proc.send_signal(signal.SIGHUP)
-            b.wait_for(lambda: origin_md5(state, changed[0]) == md5_of(source / changed[0]), 300,
-                       "the new origin version")
+            b.date_back([source / p for p in changed], 1800)
+            server.rescan(source, changed[:1])
             sync(f"1 % of {label} changed, the origin manifest has it", changed)
         return rsync_cost(server, work / "cost", disk, repeat) if checksum == "md5" else []
 
@@ -183,9 +152,6 @@ def main() -> None:
                         "(default 512M; --quick 64M)")
     args = b.parse_args(parser)
     size = args.size or b.parse_size("64M" if args.quick else "512M")
-
-    from library_syncer.sync.result import Phase
-    from library_syncer.sync.run import run_sync
 
     rows: list[tuple[str, ...]] = []
     cost: list[tuple[str, ...]] = []
