@@ -4,9 +4,10 @@ The server keeps it in its state folder (never in the library): an origin id mad
 once, an integer ``version`` that grows with every change of content, and for each
 item its own version, a digest of its files and each file's size, md5 and xxh128 (the
 digest rsync reports with its default checksums), and for a file an item's ``.mf`` checks,
-the digests it asks for (SHA-256 mostly), all computed in one read.  Sites read it through the forced-command dispatcher (``library-syncer origin``); a relay
-re-exports the document it received with each generation it publishes, so a version
-means the same content at every tier.
+the digests it asks for (SHA-256 mostly), all computed in one read.  Sites read it through
+the forced-command dispatcher (``library-syncer origin``); a relay re-exports the document
+it received with each generation it publishes, so a version means the same content at
+every tier.
 
 Pure rules: :func:`next_origin` (the new document from the previous one and the files
 now), :func:`parse_origin` (a document read from a peer, validated), :func:`peer_verdict`

@@ -7,8 +7,9 @@ The change time is deliberately not part of the key: hard-linking a file
 into a published generation changes it without changing the bytes.
 Digests are hashlib's names plus ``xxh128`` (XXH3-128, the digest rsync reports with its
 default checksum choice; from the xxhash package).
-An entry of a file rsync wrote (:meth:`HashCache.known`, ``verified``) is never racy: rsync never rewrites a file in place (no ``--inplace``), so any later
-change of it is a new inode, a new key.
+An entry of a file rsync wrote (:meth:`HashCache.known`, ``verified``) is never racy: rsync
+never rewrites a file in place (no ``--inplace``), so any later change of it is a new inode,
+a new key.
 """
 
 from __future__ import annotations
