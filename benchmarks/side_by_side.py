@@ -13,7 +13,7 @@ changed in place.  Every export finished before the sites sync (files dated back
 origin manifest has rescanned them), as when sites sync on their schedule after an export.  Reported per scenario: wall seconds, CPU seconds (the site's processes plus the
 server's sshd and sessions), bytes on the wire, and ours / original.
 
-Usage: python benchmarks/side_by_side.py [--quick] [--items 8] [--size 64M] [--repeat 3]
+Usage: python benchmarks/side_by_side.py [--quick] [--items 8] [--size 256M] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -104,9 +104,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     b.common_args(parser)
     parser.add_argument("--items", type=int, default=8)
-    parser.add_argument("--size", default=None, help="size of each VMDK (default 64M, --quick 8M)")
+    parser.add_argument("--size", default=None, help="size of each VMDK (default 256M: 2 GiB in all, --quick 8M)")
     args = b.parse_args(parser)
-    size = b.parse_size(args.size or ("8M" if args.quick else "64M"))
+    size = b.parse_size(args.size or ("8M" if args.quick else "256M"))
     started = time.monotonic()
     rows = []
     with b.workdir(args.dir, "side-by-side-") as work:
