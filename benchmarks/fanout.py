@@ -59,7 +59,7 @@ def site_main(port: str, key: str, known_hosts: str, library: str, state: str) -
     """One site's sync (a child process of this benchmark); exit 1 with the reason on failure."""
     from library_syncer.sync.run import run_sync
 
-    server = b.SyncServer(None, int(port), Path(key), Path(known_hosts), Path())  # type: ignore[arg-type]
+    server = b.SyncServer(None, int(port), Path(key), Path(known_hosts), Path(), Path())  # type: ignore[arg-type]
     result = run_sync(server.settings(Path(library), Path(state)))
     if not result.ok:
         raise SystemExit(f"sync failed: {result.reason}")
