@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import random
@@ -51,23 +52,50 @@ def _shadow_password(user: str) -> str:
     return ""
 
 
+def _layout(base: Path, tmp_path: Path) -> tuple[Path, Path, Path, Path, int, list]:
+    """Library, keys folder with one site key, state folder with seeded host keys, a port, the server's args."""
+    lib = make_library(base)
+    keys = base / "keys"
+    key = make_site_key(keys, tmp_path / "private", "site1")
+    state = base / "state"
+    state.mkdir(mode=0o755)
+    _seed_host_keys(state, base)
+    port = free_port()
+    args = ["server", "--library", lib, "--keys", keys, "--state-dir", state,
+            "--ssh-host", "127.0.0.1", "--port", str(port)]
+    return lib, keys, key, state, port, args
+
+
+@contextlib.contextmanager
+def _serving(args: list, env: dict, tmp_path: Path, port: int, key: Path):
+    """The server started with ``args``, listening; yields (process, log file, rsync's -e value)."""
+    host_key = cli(*args, "--print-host-key", env=env).stdout.strip()
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
+    log = tmp_path / "server.log"
+    with open(log, "wb") as fh:
+        proc = cli_popen(*args, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: proc.poll() is not None or "Server listening on" in log.read_text(), 30, "the server")
+        assert proc.poll() is None, log.read_text()
+        yield proc, log, (f"ssh -F /dev/null -p {port} -i {key} -o BatchMode=yes -o StrictHostKeyChecking=yes "
+                          f"-o UserKnownHostsFile={known_hosts}")
+        proc.terminate()
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
 def test_root_mode_creates_the_account_and_serves_as_it(tmp_path):
     # Outside /tmp: sshd's StrictModes refuses authorized_keys below a world-writable folder.
     base = Path(tempfile.mkdtemp(prefix="library-syncer-test-", dir="/var/lib"))
     base.chmod(0o755)
     user, uid = f"lstest{random.randint(0, 10**6)}", _free_uid()
     env = {"SYNCER_USER": user, "SYNCER_UID": str(uid)}
-    proc = None
     try:
-        lib = make_library(base)
-        keys = base / "keys"
-        key = make_site_key(keys, tmp_path / "private", "site1")
-        state = base / "state"
-        state.mkdir(mode=0o755)
-        _seed_host_keys(state, base)
-        port = free_port()
-        args = ["server", "--library", lib, "--keys", keys, "--state-dir", state,
-                "--ssh-host", "127.0.0.1", "--port", str(port)]
+        lib, keys, key, state, port, args = _layout(base, tmp_path)
 
         # The account cannot read the library: refused with the reason.
         lib.chmod(0o700)
@@ -83,60 +111,44 @@ def test_root_mode_creates_the_account_and_serves_as_it(tmp_path):
         r = cli(*args, env=dict(env, SYNCER_UID=str(uid + 1)))
         assert r.returncode == 2 and f"the account {user} already exists with uid {uid}" in r.stderr
 
-        host_key = cli(*args, "--print-host-key", env=env).stdout.strip()
-        known_hosts = tmp_path / "known_hosts"
-        known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
-        log = tmp_path / "server.log"
-        with open(log, "wb") as fh:
-            proc = cli_popen(*args, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        wait_until(lambda: proc.poll() is not None or "Server listening on" in log.read_text(), 30, "the server")
-        assert proc.poll() is None, log.read_text()
+        with _serving(args, env, tmp_path, port, key) as (proc, log, rsh):
+            config = (state / "sshd_config").read_text()
+            assert f"AllowUsers {user}\n" in config and "StrictModes yes\n" in config
+            assert "PermitRootLogin no\n" in config
+            st = (state / "authorized_keys").stat()
+            assert st.st_uid == 0 and st.st_mode & 0o022 == 0
 
-        config = (state / "sshd_config").read_text()
-        assert f"AllowUsers {user}\n" in config and "StrictModes yes\n" in config
-        assert "PermitRootLogin no\n" in config
-        st = (state / "authorized_keys").stat()
-        assert st.st_uid == 0 and st.st_mode & 0o022 == 0
+            dest = tmp_path / "dest"
+            r = rsync("-a", "-e", rsh, f"{user}@127.0.0.1:/", f"{dest}/")
+            assert r.returncode == 0, r.stderr + log.read_text()
+            assert tree_digest(dest) == tree_digest(lib)
+            # Pulled as the account itself, not as root.
+            assert "Starting session: forced-command (config)" in log.read_text()
+            assert f"for {user} from 127.0.0.1" in log.read_text()
 
-        rsh = (f"ssh -F /dev/null -p {port} -i {key} -o BatchMode=yes -o StrictHostKeyChecking=yes "
-               f"-o UserKnownHostsFile={known_hosts}")
-        dest = tmp_path / "dest"
-        r = rsync("-a", "-e", rsh, f"{user}@127.0.0.1:/", f"{dest}/")
-        assert r.returncode == 0, r.stderr + log.read_text()
-        assert tree_digest(dest) == tree_digest(lib)
-        # Pulled as the account itself, not as root.
-        assert f"Starting session: forced-command (config)" in log.read_text()
-        assert f"for {user} from 127.0.0.1" in log.read_text()
+            # The same key as root (or any other account) is refused.
+            r = subprocess.run([*rsh.split(), "root@127.0.0.1", "true"], capture_output=True, text=True,
+                               timeout=30, env=client_env(), stdin=subprocess.DEVNULL)
+            assert r.returncode == 255 and "Permission denied" in r.stderr
 
-        # The same key as root (or any other account) is refused.
-        r = subprocess.run([*rsh.split(), "root@127.0.0.1", "true"], capture_output=True, text=True,
-                           timeout=30, env=client_env(), stdin=subprocess.DEVNULL)
-        assert r.returncode == 255 and "Permission denied" in r.stderr
-
-        # Revoking the key (SIGHUP) ends its running transfer, whose processes run as the account.
-        (lib / "big").mkdir()
-        (lib / "big" / "disk.vmdk").write_bytes(os.urandom(2_000_000))
-        slow = subprocess.Popen(["rsync", "-a", "--bwlimit=100", "-e", rsh, f"{user}@127.0.0.1:/big/",
-                                 f"{tmp_path / 'slow'}/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=client_env())
-        try:
-            wait_until(lambda: log.read_text().count("Starting session") >= 2, 20, "the slow session")
-            (keys / "site1.pub").unlink()
-            proc.send_signal(signal.SIGHUP)
-            assert slow.wait(10) != 0
-            wait_until(lambda: "site site1: ended the session from 127.0.0.1" in log.read_text(), 10,
-                       "the ended session in the log")
-            wait_until(lambda: not _processes_of(uid), 10, "every process of the ended session to exit")
-        finally:
-            slow.kill()
-            slow.wait(10)
-
-        proc.terminate()
-        assert proc.wait(20) == 0
+            # Revoking the key (SIGHUP) ends its running transfer, whose processes run as the account.
+            (lib / "big").mkdir()
+            (lib / "big" / "disk.vmdk").write_bytes(os.urandom(2_000_000))
+            slow = subprocess.Popen(["rsync", "-a", "--bwlimit=100", "-e", rsh, f"{user}@127.0.0.1:/big/",
+                                     f"{tmp_path / 'slow'}/"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    text=True, env=client_env())
+            try:
+                wait_until(lambda: log.read_text().count("Starting session") >= 2, 20, "the slow session")
+                (keys / "site1.pub").unlink()
+                proc.send_signal(signal.SIGHUP)
+                assert slow.wait(10) != 0
+                wait_until(lambda: "site site1: ended the session from 127.0.0.1" in log.read_text(), 10,
+                           "the ended session in the log")
+                wait_until(lambda: not _processes_of(uid), 10, "every process of the ended session to exit")
+            finally:
+                slow.kill()
+                slow.wait(10)
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
         subprocess.run(["userdel", user], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
     with pytest.raises(KeyError):
@@ -151,43 +163,19 @@ def test_an_existing_account_with_a_noisy_bashrc_still_serves(tmp_path):
     user, uid = f"lstest{random.randint(0, 10**6)}", _free_uid()
     home = base / "home"
     subprocess.run(["useradd", "-u", str(uid), "-d", str(home), "-m", "-s", "/bin/bash", user], check=True)
-    proc = None
     try:
         (home / ".bashrc").write_text("echo 'welcome to this host'\n")
-        lib = make_library(base)
-        keys = base / "keys"
-        key = make_site_key(keys, tmp_path / "private", "site1")
-        state = base / "state"
-        state.mkdir(mode=0o755)
-        _seed_host_keys(state, base)
-        port = free_port()
+        lib, _, key, _, port, args = _layout(base, tmp_path)
         env = {"SYNCER_USER": user, "SYNCER_UID": str(uid)}
-        args = ["server", "--library", lib, "--keys", keys, "--state-dir", state,
-                "--ssh-host", "127.0.0.1", "--port", str(port)]
-        host_key = cli(*args, "--print-host-key", env=env).stdout.strip()
-        known_hosts = tmp_path / "known_hosts"
-        known_hosts.write_text(f"[127.0.0.1]:{port} {host_key}\n")
-        log = tmp_path / "server.log"
-        with open(log, "wb") as fh:
-            proc = cli_popen(*args, env=env, stdout=fh, stderr=subprocess.STDOUT)
-        wait_until(lambda: proc.poll() is not None or "Server listening on" in log.read_text(), 30, "the server")
-        assert proc.poll() is None, log.read_text()
-        assert pwd.getpwnam(user).pw_shell == "/bin/bash"  # the account is used as it is
-
-        rsh = (f"ssh -F /dev/null -p {port} -i {key} -o BatchMode=yes -o StrictHostKeyChecking=yes "
-               f"-o UserKnownHostsFile={known_hosts}")
-        dest = tmp_path / "dest"
-        r = rsync("-a", "-e", rsh, f"{user}@127.0.0.1:/", f"{dest}/")
-        assert r.returncode == 0, r.stderr + log.read_text()
-        assert tree_digest(dest) == tree_digest(lib)
-        origin = subprocess.run([*rsh.split(), f"{user}@127.0.0.1", "library-syncer origin"], capture_output=True,
-                                timeout=30, env=client_env(), stdin=subprocess.DEVNULL)
-        assert origin.returncode == 0 and b"welcome" not in origin.stdout, origin.stderr
-        proc.terminate()
-        assert proc.wait(20) == 0
+        with _serving(args, env, tmp_path, port, key) as (_, log, rsh):
+            assert pwd.getpwnam(user).pw_shell == "/bin/bash"  # the account is used as it is
+            dest = tmp_path / "dest"
+            r = rsync("-a", "-e", rsh, f"{user}@127.0.0.1:/", f"{dest}/")
+            assert r.returncode == 0, r.stderr + log.read_text()
+            assert tree_digest(dest) == tree_digest(lib)
+            origin = subprocess.run([*rsh.split(), f"{user}@127.0.0.1", "library-syncer origin"],
+                                    capture_output=True, timeout=30, env=client_env(), stdin=subprocess.DEVNULL)
+            assert origin.returncode == 0 and b"welcome" not in origin.stdout, origin.stderr
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
         subprocess.run(["userdel", user], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
