@@ -132,17 +132,28 @@ def test_dockerfile_lints_clean():
     assert out.returncode == 0 and out.stdout.strip() == "", out.stdout + out.stderr
 
 
-@pytest.mark.parametrize("unit", ["library-syncer-server.service", "library-syncer-client.service"])
+UNITS = sorted(p.name for p in (DEPLOY / "systemd").glob("*.service"))
+
+
+def test_every_role_has_a_unit():
+    assert UNITS == [f"library-syncer-{role}.service" for role in ("client", "relay", "server")]
+
+
+@pytest.mark.parametrize("unit", UNITS)
 def test_systemd_units_verify_and_are_sandboxed(unit, tmp_path):
     analyze = require_tool("systemd-analyze", "systemd")
     text = (DEPLOY / "systemd" / unit).read_text()
-    role = "client" if "client" in unit else "server"
+    role = unit.removeprefix("library-syncer-").removesuffix(".service")
     for directive in ("ProtectSystem=strict", "PrivateTmp=yes", "NoNewPrivileges=yes", "ProtectHome=yes",
-                      f"StateDirectory=library-syncer/{role}",  # each role its own state (one host, both)
+                      f"StateDirectory=library-syncer/{role}",  # each role its own state (one host, all three)
                       f"Environment=SYNCER_STATE_DIR=/var/lib/library-syncer/{role}"):
         assert f"\n{directive}\n" in text
-    if "client" in unit:
+    if role == "client":
         assert "\nUser=library-syncer\n" in text and "AmbientCapabilities=CAP_NET_BIND_SERVICE" in text
+    if role == "relay":  # root, like the server (its sshd); its own mirror, site keys and reload
+        assert "\nUser=" not in text and "\nExecReload=/bin/kill -HUP $MAINPID\n" in text
+        assert "\nEnvironment=SYNCER_LIBRARY=/srv/library-syncer/relay-mirror\n" in text
+        assert "\nEnvironmentFile=-/etc/library-syncer/relay.env\n" in text
     # verify needs ExecStart to exist: point it at this checkout's CLI
     cli = Path(sys.executable).parent / "library-syncer"
     copy = tmp_path / unit
@@ -151,7 +162,8 @@ def test_systemd_units_verify_and_are_sandboxed(unit, tmp_path):
     assert out.returncode == 0 and out.stderr.strip() == "", out.stderr
     sec = subprocess.run([analyze, "security", "--offline=yes", str(copy)], capture_output=True, text=True)
     level = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", sec.stdout).group(1))
-    assert level <= (2.5 if "client" in unit else 4.5), sec.stdout[-400:]
+    print(f"{unit}: systemd-analyze security --offline {level}")
+    assert level <= (2.5 if role == "client" else 4.5), sec.stdout[-400:]
 
 
 # --- the image's health check -------------------------------------------------------------

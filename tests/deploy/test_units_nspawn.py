@@ -1,10 +1,11 @@
 """The plain-VM install of deploy/README.md under a real systemd (``systemd-nspawn --boot``).
 
-One machine holds both roles (each has its own state and library folders): the README's steps
-install the package and both units, the client syncs from the server over ssh on loopback and
-publishes lib.json; ``systemctl reload`` re-reads the site keys; ``kill -9`` of each main
-process is followed by a restart; ``systemctl stop`` ends both cleanly; the sandbox stays as
-strict as ``systemd-analyze security`` measured when it was set.
+One machine holds the three roles (each has its own state and library folders): the README's
+steps install the package and the units, the relay syncs from the server over ssh on loopback,
+the client lists the relay first and the server after it and publishes lib.json through the
+relay; ``systemctl reload`` re-reads the site keys of the server and of the relay; ``kill -9``
+of each main process is followed by a restart; ``systemctl stop`` ends all three cleanly; the
+sandbox stays as strict as ``systemd-analyze security`` measured when it was set.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,10 +26,11 @@ from library_syncer.sample import make_sample_library
 from .test_images import same_files
 from .vm import Machine, exposure_level, prepare_tree, wait_state
 
-SERVER, CLIENT = "library-syncer-server", "library-syncer-client"
+SERVER, RELAY, CLIENT = "library-syncer-server", "library-syncer-relay", "library-syncer-client"
 FETCH = Path(__file__).with_name("fetch_library.py")
 # systemd-analyze security of the units running here (lower is stricter); raise only with a reason
-MAX_EXPOSURE = {SERVER: 4.0, CLIENT: 1.7}
+MAX_EXPOSURE = {SERVER: 4.0, RELAY: 4.0, CLIENT: 1.7}
+SITES_DIR = {SERVER: "/etc/library-syncer/sites", RELAY: "/etc/library-syncer/relay/sites"}
 
 INSTALL = """
 set -e
@@ -43,10 +46,32 @@ SERVER_SETUP = """
 set -e
 useradd --uid 31337 --user-group --no-create-home --home-dir / --shell /bin/sh --password '*' syncer
 install -d -m 0755 /etc/library-syncer/sites
-cp /root/keys/site-a.pub /etc/library-syncer/sites/
+cp /root/keys/site-a.pub /root/keys/relay.pub /etc/library-syncer/sites/
 printf 'SYNCER_SSH_HOST=127.0.0.1\\nSYNCER_SSH_PORT={ssh_port}\\nTZ=Europe/Berlin\\n' > /etc/library-syncer/server.env
 cp /root/library-syncer/deploy/systemd/library-syncer-server.service /etc/systemd/system/
 systemctl daemon-reload && systemctl enable --now library-syncer-server
+"""
+
+# the syncer account exists already (the server's); a relay host creates it as the server's steps do
+RELAY_SETUP = """
+set -e
+install -d -m 0755 /etc/library-syncer/relay /etc/library-syncer/relay/sites /srv/library-syncer/relay-mirror
+install -d -m 0700 /etc/library-syncer/relay/ssh /etc/library-syncer/relay/certs
+install -m 0600 /root/keys/relay /etc/library-syncer/relay/ssh/id_ed25519
+cp /root/keys/site-a.pub /etc/library-syncer/relay/sites/
+cat > /etc/library-syncer/relay.env <<'EOF'
+SYNC_PEER=127.0.0.1
+SYNC_PORT={ssh_port}
+SYNC_HOST_KEY={host_key}
+SYNCER_SSH_HOST=127.0.0.1
+SYNCER_SSH_PORT={relay_port}
+SYNCER_HTTP_HOST=127.0.0.1
+SYNCER_HTTP_PORT={relay_http_port}
+LIBRARY_NAME=Templates
+EOF
+chmod 0600 /etc/library-syncer/relay.env
+cp /root/library-syncer/deploy/systemd/library-syncer-relay.service /etc/systemd/system/
+systemctl daemon-reload && systemctl enable --now library-syncer-relay
 """
 
 CLIENT_SETUP = """
@@ -55,39 +80,63 @@ useradd --system --home-dir /var/lib/library-syncer/client --shell /usr/sbin/nol
 install -d -o library-syncer -g library-syncer -m 0750 /srv/library-syncer/mirror /etc/library-syncer/certs
 install -d -o root -g library-syncer -m 0750 /etc/library-syncer/ssh
 install -o library-syncer -g library-syncer -m 0600 /root/keys/site-a /etc/library-syncer/ssh/id_ed25519
+cat > /etc/library-syncer/ssh/known_hosts <<'EOF'
+[127.0.0.1]:{relay_port} {relay_key}
+[127.0.0.1]:{ssh_port} {host_key}
+EOF
 cat > /etc/library-syncer/client.env <<'EOF'
-SYNC_PEER=127.0.0.1
-SYNC_PORT={ssh_port}
-SYNC_HOST_KEY={host_key}
+SYNC_PEER=127.0.0.1:{relay_port},127.0.0.1:{ssh_port}
+SYNC_KNOWN_HOSTS=/etc/library-syncer/ssh/known_hosts
 SYNCER_HTTP_HOST=127.0.0.1
 SYNCER_HTTP_PORT={http_port}
 LIBRARY_NAME=Templates
 EOF
-chmod 0640 /etc/library-syncer/client.env && chgrp library-syncer /etc/library-syncer/client.env
+chmod 0640 /etc/library-syncer/client.env /etc/library-syncer/ssh/known_hosts
+chgrp library-syncer /etc/library-syncer/client.env /etc/library-syncer/ssh/known_hosts
 cp /root/library-syncer/deploy/systemd/library-syncer-client.service /etc/systemd/system/
 systemctl daemon-reload && systemctl enable --now library-syncer-client
 """
 
+PRINT_HOST_KEY = "SYNCER_STATE_DIR={} /opt/library-syncer/bin/library-syncer server --print-host-key"
+
 
 class Vm:
-    def __init__(self, machine: Machine, root: Path, ssh_port: int, http_port: int, keys: Path) -> None:
-        self.machine, self.root, self.ssh_port, self.http_port, self.keys = machine, root, ssh_port, http_port, keys
+    def __init__(self, machine: Machine, root: Path, keys: Path) -> None:
+        self.machine, self.root, self.keys = machine, root, keys
         self.library = machine.tree / "srv/library-syncer/library"
+        ports: list[int] = []
+        while len(ports) < 4:
+            ports += [p for p in [free_port()] if p not in ports]
+        self.ssh_port, self.relay_port, self.relay_http_port, self.http_port = ports
+        self.ports = {SERVER: self.ssh_port, RELAY: self.relay_port}
 
-    def rsync_list(self, key: Path):
-        ssh = (f"ssh -F /dev/null -p {self.ssh_port} -i {key} -o BatchMode=yes -o IdentitiesOnly=yes "
+    def rsync_list(self, key: Path, port: int | None = None):
+        ssh = (f"ssh -F /dev/null -p {port or self.ssh_port} -i {key} -o BatchMode=yes -o IdentitiesOnly=yes "
                f"-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10")
         return subprocess.run(["rsync", "--list-only", "-e", ssh, "syncer@127.0.0.1:./"], capture_output=True,
                               text=True, timeout=60)
 
-    def fetch(self, out: Path) -> list[str]:
-        r = subprocess.run([sys.executable, str(FETCH), f"127.0.0.1:{self.http_port}", str(out)],
+    def fetch(self, out: Path, port: int | None = None) -> list[str]:
+        r = subprocess.run([sys.executable, str(FETCH), f"127.0.0.1:{port or self.http_port}", str(out)],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         return json.loads(r.stdout)
 
+    def status(self, port: int) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_syncer/api/status", timeout=30) as r:
+            return json.load(r)
+
     def journal(self, unit: str) -> str:
         return self.machine.sh(f"journalctl -q --no-pager -o cat -u {unit}", check=False).stdout
+
+    def wait_published(self, mirror: str, *units: str) -> None:
+        published = self.machine.tree / mirror / "current/lib.json"
+        deadline = time.monotonic() + 120
+        while not published.exists():
+            if time.monotonic() > deadline:
+                pytest.fail(f"no {mirror}/current/lib.json in 120 s; journals:\n"
+                            + "\n".join(self.journal(u)[-1500:] for u in units))
+            time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -96,57 +145,67 @@ def vm(base_tree, tmp_path_factory):
     start = time.monotonic()
     tree = prepare_tree(base_tree, root / "tree")
     keys = tree / "root/keys"
-    for site in ("site-a", "site-b"):
+    for site in ("site-a", "site-b", "relay"):
         r = cli("keys", "new", site, "--out", keys)
         assert r.returncode == 0, r.stderr
     make_sample_library(tree / "srv/library-syncer/library", disk_size=2 * 1024 * 1024 + 5)
     machine = Machine(tree, root / "console.log")
     try:
         machine.sh(INSTALL, timeout=900)
-        ssh_port, http_port = free_port(), free_port()
-        machine.sh(SERVER_SETUP.format(ssh_port=ssh_port), timeout=120)
+        v = Vm(machine, root, keys)
+        machine.sh(SERVER_SETUP.format(ssh_port=v.ssh_port), timeout=120)
         # right after the unit's start, as the README does: the keys are made once, whichever is first
-        host_key = machine.sh("SYNCER_STATE_DIR=/var/lib/library-syncer/server "
-                              "/opt/library-syncer/bin/library-syncer server --print-host-key").stdout.strip()
+        host_key = machine.sh(PRINT_HOST_KEY.format("/var/lib/library-syncer/server")).stdout.strip()
         assert host_key.startswith("ssh-ed25519 "), host_key
-        machine.sh(CLIENT_SETUP.format(ssh_port=ssh_port, http_port=http_port, host_key=host_key), timeout=120)
-        v = Vm(machine, root, ssh_port, http_port, keys)
+        machine.sh(RELAY_SETUP.format(ssh_port=v.ssh_port, host_key=host_key, relay_port=v.relay_port,
+                                      relay_http_port=v.relay_http_port), timeout=120)
+        relay_key = machine.sh(PRINT_HOST_KEY.format("/var/lib/library-syncer/relay/relay")).stdout.strip()
+        assert relay_key.startswith("ssh-ed25519 ") and relay_key != host_key, relay_key
+        v.wait_published("srv/library-syncer/relay-mirror", RELAY, SERVER)  # else the client takes the server
+        machine.sh(CLIENT_SETUP.format(ssh_port=v.ssh_port, host_key=host_key, relay_port=v.relay_port,
+                                       relay_key=relay_key, http_port=v.http_port), timeout=120)
         v.setup_seconds = time.monotonic() - start
         yield v
     finally:
         machine.close()
 
 
-def test_client_unit_syncs_from_the_server_unit_and_publishes(vm, tmp_path):
-    published = vm.machine.tree / "srv/library-syncer/mirror/current/lib.json"
-    deadline = time.monotonic() + 120
-    while not published.exists():
-        if time.monotonic() > deadline:
-            pytest.fail("the client unit published no lib.json in 120 s; journals:\n"
-                        + vm.journal(CLIENT)[-1500:] + "\n" + vm.journal(SERVER)[-1500:])
-        time.sleep(0.2)
-    read = vm.fetch(tmp_path)
+def test_client_unit_syncs_through_the_relay_unit_and_publishes(vm, tmp_path):
+    vm.wait_published("srv/library-syncer/mirror", CLIENT, RELAY, SERVER)
+    read = vm.fetch(tmp_path / "client")
     assert read[0] == "/lib.json" and len(read) > 8
-    same_files(vm.library, tmp_path)
+    same_files(vm.library, tmp_path / "client")
     assert "sync" in vm.journal(CLIENT) and "succeeded" in vm.journal(CLIENT)
-    # each role its own state folder: the server's host keys are root's, the client's pin is its user's
+    # the client was served by the relay (listed first), the relay by the server
+    assert vm.status(vm.http_port)["upstream"]["served_by"] == f"127.0.0.1:{vm.relay_port}"
+    assert vm.status(vm.relay_http_port)["upstream"]["served_by"] == f"127.0.0.1:{vm.ssh_port}"
+    assert "site site-a: session from 127.0.0.1" in vm.journal(RELAY)
+    vm.fetch(tmp_path / "relay", vm.relay_http_port)  # the relay publishes for its own vCenter too
+    same_files(vm.library, tmp_path / "relay")
+    # each role its own state folder: host keys are root's, the client's pin is its user's;
+    # the relay's is traversable (not listable) by the login account, as its sshd needs
     tree = vm.machine.tree
     assert (tree / "var/lib/library-syncer/server/host_keys/ssh_host_ed25519_key").stat().st_uid == 0
     assert oct((tree / "var/lib/library-syncer/server").stat().st_mode & 0o777) == "0o711"
+    assert oct((tree / "var/lib/library-syncer/relay").stat().st_mode & 0o777) == "0o711"
+    assert (tree / "var/lib/library-syncer/relay/relay/host_keys/ssh_host_ed25519_key").stat().st_uid == 0
     assert (tree / "var/lib/library-syncer/client").stat().st_uid != 0
 
 
-def test_reload_rereads_the_site_keys(vm):
-    assert vm.rsync_list(vm.keys / "site-a").returncode == 0
-    assert vm.rsync_list(vm.keys / "site-b").returncode != 0
-    pid = vm.machine.unit_value(SERVER, "MainPID")
-    vm.machine.sh("cp /root/keys/site-b.pub /etc/library-syncer/sites/ && systemctl reload library-syncer-server")
-    wait_until(lambda: "reloaded keys: 2 site(s)" in vm.journal(SERVER), 30, "the reload to be logged")
-    assert vm.rsync_list(vm.keys / "site-b").returncode == 0
-    assert vm.machine.unit_value(SERVER, "MainPID") == pid  # re-read, not restarted
+@pytest.mark.parametrize("unit", [SERVER, RELAY])
+def test_reload_rereads_the_site_keys(vm, unit):
+    port = vm.ports[unit]
+    assert vm.rsync_list(vm.keys / "site-a", port).returncode == 0
+    assert vm.rsync_list(vm.keys / "site-b", port).returncode != 0
+    pid = vm.machine.unit_value(unit, "MainPID")
+    vm.machine.sh(f"cp /root/keys/site-b.pub {SITES_DIR[unit]}/ && systemctl reload {unit}")
+    wait_until(lambda: "reloaded keys:" in vm.journal(unit) and "added: site-b" in vm.journal(unit), 30,
+               f"the reload of {unit} to be logged")
+    assert vm.rsync_list(vm.keys / "site-b", port).returncode == 0
+    assert vm.machine.unit_value(unit, "MainPID") == pid  # re-read, not restarted
 
 
-@pytest.mark.parametrize("unit", [SERVER, CLIENT])
+@pytest.mark.parametrize("unit", [SERVER, RELAY, CLIENT])
 def test_kill_9_of_the_main_process_restarts_the_unit(vm, unit, tmp_path):
     pid = vm.machine.unit_value(unit, "MainPID")
     restarts = int(vm.machine.unit_value(unit, "NRestarts"))
@@ -155,10 +214,12 @@ def test_kill_9_of_the_main_process_restarts_the_unit(vm, unit, tmp_path):
                interval=0.3)
     wait_state(vm.machine, unit, "active")
     assert vm.machine.unit_value(unit, "MainPID") not in ("0", pid)
-    if unit == SERVER:
-        wait_until(lambda: vm.rsync_list(vm.keys / "site-a").returncode == 0, 30, "sshd back", interval=0.3)
-    else:
-        wait_until(lambda: vm.fetch(tmp_path) if _listening(vm.http_port) else None, 30, "the client serving again")
+    if unit in vm.ports:  # its sshd back (none left behind holding the port)
+        wait_until(lambda: vm.rsync_list(vm.keys / "site-a", vm.ports[unit]).returncode == 0, 60,
+                   f"{unit}'s sshd back", interval=0.3)
+    port = {RELAY: vm.relay_http_port, CLIENT: vm.http_port}.get(unit)
+    if port:
+        wait_until(lambda: vm.fetch(tmp_path, port) if _listening(port) else None, 60, f"{unit} serving again")
 
 
 def _listening(port: int) -> bool:
@@ -169,19 +230,19 @@ def _listening(port: int) -> bool:
         return False
 
 
-@pytest.mark.parametrize("unit", [SERVER, CLIENT])
+@pytest.mark.parametrize("unit", [SERVER, RELAY, CLIENT])
 def test_sandbox_stays_as_strict_as_measured(vm, unit):
     out = vm.machine.sh(f"systemd-analyze security --no-pager {unit}.service", check=False).stdout
     level = exposure_level(out, f"{unit}.service")
     print(f"{unit}: systemd-analyze security {level}")
     assert level <= MAX_EXPOSURE[unit], out[-1500:]
     text = (vm.machine.tree / f"etc/systemd/system/{unit}.service").read_text()
-    if unit == SERVER:  # only chroot added to the system-service set, for sshd's pre-auth child
+    if unit in (SERVER, RELAY):  # only chroot added to the system-service set, for sshd's pre-auth child
         assert "\nSystemCallFilter=@system-service chroot\n" in text
 
 
-def test_systemctl_stop_ends_both_cleanly(vm):
-    for unit in (CLIENT, SERVER):
+def test_systemctl_stop_ends_all_three_cleanly(vm):
+    for unit in (CLIENT, RELAY, SERVER):
         start = time.monotonic()
         vm.machine.sh(f"systemctl stop {unit}", timeout=120)
         assert time.monotonic() - start < 30, f"{unit} needed {time.monotonic() - start:.0f}s to stop"
