@@ -60,6 +60,7 @@ def test_already_stopping_makes_the_first_signal_forced():
 
 def test_without_forced_a_second_signal_is_ignored_and_sighup_runs_each_time():
     calls: list[str] = []
+    before_hup = signal.getsignal(signal.SIGHUP)  # SIG_IGN under nohup, else SIG_DFL
 
     async def main() -> None:
         with capture_signals(lambda s: calls.append("stop"), also={signal.SIGHUP: lambda s: calls.append("reload")}):
@@ -72,4 +73,4 @@ def test_without_forced_a_second_signal_is_ignored_and_sighup_runs_each_time():
 
     asyncio.run(main())
     assert calls == ["reload", "stop", "reload"]
-    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is before_hup  # restored
