@@ -30,6 +30,7 @@ can refuse it (the delete guard).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -112,13 +113,18 @@ def default_state_path(root: Path) -> Path:
     return Path(root) / STATE_DIRNAME / STATE_FILENAME
 
 
-def _write_if_different(path: Path, data: bytes) -> bool:
+def _write_if_different(path: Path, doc: dict[str, Any]) -> bool:
+    """Write ``doc`` unless the file holds the same document already; whether it wrote.
+
+    The comparison parses the file (C speed) instead of serialising ``doc`` with an indent
+    (pure Python): with 10,000 files that halves a manifest run in which nothing changed.
+    """
     try:
-        if path.read_bytes() == data:
+        if json.loads(path.read_bytes()) == doc:
             return False
-    except OSError:
+    except (OSError, ValueError):
         pass
-    atomic_write(path, data)
+    atomic_write(path, rules.dumps(doc))
     return True
 
 
@@ -260,13 +266,13 @@ def _update(root: Path, name: str, state_file: Path, published: Published,
     for plan in plans:
         if plan.folder in held_back:
             continue  # its folder holds the new, failing content; the published copy keeps its item.json
-        if _write_if_different(root / plan.folder / "item.json", rules.dumps(plan.doc)):
+        if _write_if_different(root / plan.folder / "item.json", plan.doc):
             written += 1
             fsync_dir(root / plan.folder)
-    if _write_if_different(root / "items.json", rules.dumps(rules.items_doc(p.doc for p in plans))):
+    if _write_if_different(root / "items.json", rules.items_doc(p.doc for p in plans)):
         written += 1
         fsync_dir(root)
-    if _write_if_different(root / "lib.json", rules.dumps(lib)):
+    if _write_if_different(root / "lib.json", lib):
         written += 1
         fsync_dir(root)
 
