@@ -22,7 +22,7 @@ from library_syncer.publish import generations as gen
 from library_syncer.sync.run import run_sync
 from library_syncer.vcsp.manifest import check_manifest
 from server_fixture import make_site_key, running_server
-from support import cli_popen, free_port, stop_process, wait_until
+from support import cli, cli_popen, free_port, stop_process, wait_until
 
 
 def _library(root: Path) -> Path:
@@ -201,3 +201,16 @@ def test_a_cycle_of_relays_is_refused_and_nobody_loops(tmp_path):
                 gen_a = gen.current_generation(tmp_path / "a-lib")
                 assert [p["id"] for p in json.loads(gen.origin_path(tmp_path / "a-lib", gen_a).read_text())["path"]] \
                     == [through["path"][0]["id"]]
+
+
+def test_print_host_key_prints_the_key_of_the_relays_sshd_made_once(tmp_path):
+    state = tmp_path / "relay-state"
+    r = cli("relay", "--print-host-key", env={"SYNCER_STATE_DIR": str(state)})
+    assert r.returncode == 0, r.stderr
+    line = r.stdout.strip()
+    assert line.startswith("ssh-ed25519 ") and len(line.splitlines()) == 1
+    # the file the relay's sshd serves with (the tests above pin the sites to it)
+    pub = (state / "relay" / "host_keys" / "ssh_host_ed25519_key.pub").read_text().split()
+    assert line.split() == pub[:2]
+    again = cli("relay", "--print-host-key", env={"SYNCER_STATE_DIR": str(state)})
+    assert again.stdout.strip() == line  # made once, then kept

@@ -97,7 +97,7 @@ cp /root/library-syncer/deploy/systemd/library-syncer-client.service /etc/system
 systemctl daemon-reload && systemctl enable --now library-syncer-client
 """
 
-PRINT_HOST_KEY = "SYNCER_STATE_DIR={} /opt/library-syncer/bin/library-syncer server --print-host-key"
+PRINT_HOST_KEY = "SYNCER_STATE_DIR={} /opt/library-syncer/bin/library-syncer {} --print-host-key"
 
 
 class Vm:
@@ -155,11 +155,11 @@ def vm(base_tree, tmp_path_factory):
         v = Vm(machine, root, keys)
         machine.sh(SERVER_SETUP.format(ssh_port=v.ssh_port), timeout=120)
         # right after the unit's start, as the README does: the keys are made once, whichever is first
-        host_key = machine.sh(PRINT_HOST_KEY.format("/var/lib/library-syncer/server")).stdout.strip()
+        host_key = machine.sh(PRINT_HOST_KEY.format("/var/lib/library-syncer/server", "server")).stdout.strip()
         assert host_key.startswith("ssh-ed25519 "), host_key
         machine.sh(RELAY_SETUP.format(ssh_port=v.ssh_port, host_key=host_key, relay_port=v.relay_port,
                                       relay_http_port=v.relay_http_port), timeout=120)
-        relay_key = machine.sh(PRINT_HOST_KEY.format("/var/lib/library-syncer/relay/relay")).stdout.strip()
+        relay_key = machine.sh(PRINT_HOST_KEY.format("/var/lib/library-syncer/relay", "relay")).stdout.strip()
         assert relay_key.startswith("ssh-ed25519 ") and relay_key != host_key, relay_key
         v.wait_published("srv/library-syncer/relay-mirror", RELAY, SERVER)  # else the client takes the server
         machine.sh(CLIENT_SETUP.format(ssh_port=v.ssh_port, host_key=host_key, relay_port=v.relay_port,

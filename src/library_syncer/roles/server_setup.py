@@ -199,10 +199,13 @@ def prepare_state_dir(state_dir: Path) -> Path:
     return state_dir
 
 
-def host_key_line(settings: Settings) -> str:
-    """The ed25519 host key line clients pin (host keys generated if missing)."""
+def host_key_line(settings: Settings, *, relay: bool = False) -> str:
+    """The ed25519 host key line clients pin (host keys generated if missing); ``relay``: of a relay's
+    sshd, whose files are in ``STATE/relay``."""
     keygen = keymod.find_tool("ssh-keygen", "openssh-client")
     state_dir = prepare_state_dir(settings.resolved_state_dir())
+    if relay:
+        state_dir = prepare_state_dir(state_dir / "relay")
     return keymod.host_key_line(keymod.ensure_host_keys(state_dir, keygen)[0])
 
 
