@@ -304,9 +304,10 @@ class SyncServer:
 
     def origin_md5(self, relpath: str) -> str | None:
         """The md5 the server's origin manifest holds for ``item/path`` (None: not read yet)."""
-        try:
-            doc = json.loads((self.state / "origin.json").read_bytes())
-        except (OSError, ValueError):
+        from library_syncer.vcsp.origin import read_doc
+
+        doc = read_doc(self.state / "origin.json")
+        if doc is None:
             return None
         item, _, rest = relpath.partition("/")
         return doc["items"].get(item, {}).get("files", {}).get(rest, {}).get("md5")

@@ -10,7 +10,6 @@ know is read once.  With ``SYNC_CHECKSUM=md5`` rsync's digest is the md5 itself:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from library_syncer.config import load_settings
 from library_syncer.publish import generations as gen
 from library_syncer.sync.run import run_sync
+from library_syncer.vcsp.origin import read_doc
 from server_fixture import running_server
 from support import wait_until
 
@@ -69,9 +69,8 @@ def _settings(tmp_path: Path, server, checksum: str = "xxh128"):
 
 def _origin_md5(server, path: str) -> str | None:
     """The md5 the primary's origin manifest holds for ``item/path`` (None: not in it yet)."""
-    try:
-        doc = json.loads((server.state_dir / "origin.json").read_bytes())
-    except (OSError, ValueError):
+    doc = read_doc(server.state_dir / "origin.json")
+    if doc is None:
         return None
     item, _, rest = path.partition("/")
     return doc["items"].get(item, {}).get("files", {}).get(rest, {}).get("md5")

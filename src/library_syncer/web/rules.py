@@ -11,9 +11,9 @@ import html
 import mimetypes
 import re
 from dataclasses import dataclass
-from typing import Mapping
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import Mapping
 from urllib.parse import quote, unquote_to_bytes
 
 from aiohttp import BasicAuth
@@ -180,7 +180,9 @@ def _http_date(value: str | None) -> int | None:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
-    return int((when if when.tzinfo else when.replace(tzinfo=timezone.utc)).timestamp())
+    if when.tzinfo is None:  # asctime form: GMT by definition
+        when = when.replace(tzinfo=timezone.utc)
+    return int(when.timestamp())
 
 
 def _if_range_holds(value: str, etag: str, last_modified: int) -> bool:
@@ -188,13 +190,7 @@ def _if_range_holds(value: str, etag: str, last_modified: int) -> bool:
         return value == f'"{etag}"'
     if value.startswith("W/"):
         return False
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return False
-    if when.tzinfo is None:  # asctime form: GMT by definition
-        when = when.replace(tzinfo=timezone.utc)
-    return int(when.timestamp()) == last_modified
+    return _http_date(value) == last_modified
 
 
 def check_basic_auth(header: str | None, password: str) -> bool:
